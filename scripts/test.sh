@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs, then runs the whole suite (unit, gRPC, Prometheus,
+# Open vSwitch + Mininet end to end). Run as root on Debian. Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+exec python -m pytest -q "$@"

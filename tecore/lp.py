@@ -1,0 +1,145 @@
+"""The min-MLU linear program over candidate paths, solved with HiGHS (highspy).
+
+    minimise   U
+    subject to sum_{p in P(i)} x_p = 1                         for each pair i with demand > 0
+               sum_p d_{i(p)} A[p, l] x_p / c_l - U <= 0       for each link l
+               x >= 0
+
+Demands are divided by the largest demand and capacities by the largest capacity before solving,
+which keeps coefficients near 1 (HiGHS tolerances are absolute). The returned MLU is checked
+against the loads recomputed from the returned split, independently of the solver's objective.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from .evaluate import link_loads, mlu
+from .paths import PathSet
+from .topology import Topology
+
+
+_BANNER_SHOWN = False
+
+
+def new_highs() -> highspy.Highs:
+    """A silent HiGHS instance. Its first construction prints a banner straight to fd 1, which
+    would corrupt JSON on stdout, so that one construction runs with fd 1 pointed at /dev/null."""
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        h = highspy.Highs()
+    else:
+        import os
+        import sys
+
+        sys.stdout.flush()
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        _BANNER_SHOWN = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+class LPError(RuntimeError):
+    """HiGHS did not reach an optimum, or its answer failed the independent check."""
+
+
+@dataclass(frozen=True)
+class LPResult:
+    mlu: float  # recomputed from split (the independent check), not the solver's objective
+    split: np.ndarray  # float64 [Np], >= 0, sums to 1 per pair
+    link_loads_bps: np.ndarray  # float64 [L]
+    solve_seconds: float  # HiGHS run only
+    build_seconds: float  # building the sparse model
+    objective_mlu: float  # the solver's U, rescaled
+    status: str
+    num_variables: int
+    num_constraints: int
+
+
+def solve_min_mlu(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, solver: str = "choose",
+                  time_limit_seconds: float | None = None, threads: int | None = None,
+                  rel_check_tol: float = 1e-5) -> LPResult:
+    """Optimal split ratios for the min-MLU LP over ``paths``."""
+    t0 = time.perf_counter()
+    demand = np.asarray(pair_demand_bps, dtype=np.float64)
+    if demand.shape != (paths.num_pairs,):
+        raise ValueError(f"pair demand has shape {demand.shape}, expected ({paths.num_pairs},)")
+    if not np.all(np.isfinite(demand)) or np.any(demand < 0):
+        raise ValueError("pair demands must be finite and >= 0")
+    split = np.zeros(paths.num_paths)
+    split[paths.pair_ptr[:-1]] = 1.0  # pairs without demand: their first (shortest) path
+    dmax = float(demand.max(initial=0.0))
+    if dmax == 0.0:
+        return LPResult(0.0, split, np.zeros(topo.num_links), 0.0, time.perf_counter() - t0, 0.0,
+                        "no demand", 0, 0)
+    cmax = float(topo.capacity_bps.max())
+    active_pairs = np.flatnonzero(demand > 0)
+    # Columns: the paths of active pairs.
+    counts = paths.paths_per_pair[active_pairs]
+    starts = paths.pair_ptr[active_pairs]
+    cols = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    n_x = cols.size
+    col_pair_row = np.repeat(np.arange(active_pairs.size), counts)
+    d_norm = demand[paths.path_pair[cols]] / dmax
+    inc = paths.incidence[cols]  # [n_x, L]
+    used_links = np.flatnonzero(np.asarray(inc.sum(axis=0)).ravel() > 0)
+    c_norm = topo.capacity_bps[used_links] / cmax
+    # Link rows: (A^T diag(d) scaled by 1/c) restricted to used links.
+    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used_links].T @ sp.diags(d_norm)).tocsr()
+    pair_block = sp.csr_matrix((np.ones(n_x), (col_pair_row, np.arange(n_x))), shape=(active_pairs.size, n_x))
+    n_rows = active_pairs.size + used_links.size
+    u_col = sp.csr_matrix((-np.ones(used_links.size), (np.arange(active_pairs.size, n_rows),
+                                                         np.zeros(used_links.size, dtype=np.int64))),
+                          shape=(n_rows, 1))
+    A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
+
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_x + 1
+    lp.num_row_ = n_rows
+    lp.col_cost_ = np.concatenate([np.zeros(n_x), [1.0]])
+    lp.col_lower_ = np.zeros(n_x + 1)
+    lp.col_upper_ = np.concatenate([np.ones(n_x), [highspy.kHighsInf]])
+    lp.row_lower_ = np.concatenate([np.ones(active_pairs.size), np.full(used_links.size, -highspy.kHighsInf)])
+    lp.row_upper_ = np.concatenate([np.ones(active_pairs.size), np.zeros(used_links.size)])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = A.indices.astype(np.int32)
+    lp.a_matrix_.value_ = A.data
+    h = new_highs()
+    h.setOptionValue("solver", solver)
+    if threads:
+        h.setOptionValue("threads", int(threads))
+    if time_limit_seconds:
+        h.setOptionValue("time_limit", float(time_limit_seconds))
+    h.passModel(lp)
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    h.run()
+    solve = time.perf_counter() - t1
+    status = h.modelStatusToString(h.getModelStatus())
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise LPError(f"HiGHS stopped with status {status!r} after {solve:.1f} s")
+    x = np.asarray(h.getSolution().col_value)
+    u_solver = float(x[-1]) * dmax / cmax
+    xs = np.clip(x[:-1], 0.0, None)
+    sums = np.bincount(col_pair_row, weights=xs, minlength=active_pairs.size)
+    xs /= sums[col_pair_row]
+    split[cols] = xs
+    loads = link_loads(paths, split, demand)
+    mlu_check = mlu(topo, loads)
+    if abs(mlu_check - u_solver) > rel_check_tol * max(mlu_check, u_solver) + 1e-12:
+        raise LPError(f"LP check failed: solver MLU {u_solver:.9g}, recomputed {mlu_check:.9g}")
+    return LPResult(mlu_check, split, loads, solve, build, u_solver, status, n_x + 1, n_rows)

@@ -1,0 +1,165 @@
+"""``tellm eval``: compare routers (ECMP, the path LP, the TE head, ...) on the same TMs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tellm.cli import CLIError
+
+from . import common
+
+
+@dataclass
+class RouterOutcome:
+    mlu: float
+    seconds: float
+
+
+# A router factory is called once per run with (topology, paths, args) and returns a function
+# that routes one TM. Registered lazily by name so optional parts (ONNX model) load only if asked.
+RouterFn = Callable[["object"], RouterOutcome]
+ROUTERS: dict[str, Callable] = {}
+
+
+def router(name: str):
+    def deco(factory):
+        ROUTERS[name] = factory
+        return factory
+    return deco
+
+
+@router("ecmp")
+def _ecmp(topo, paths, args):
+    from tecore import ecmp_link_loads, mlu
+
+    def run(tm):
+        t0 = time.perf_counter()
+        loads = ecmp_link_loads(topo, tm)
+        return RouterOutcome(mlu(topo, loads), time.perf_counter() - t0)
+    return run
+
+
+@router("lp")
+def _lp(topo, paths, args):
+    from tecore import solve_min_mlu
+
+    def run(tm):
+        r = solve_min_mlu(topo, paths, tm.pair_demands(paths.pairs), time_limit_seconds=args.lp_time_limit)
+        return RouterOutcome(r.mlu, r.solve_seconds)
+    return run
+
+
+@router("shortest")
+def _shortest(topo, paths, args):
+    from tecore import shortest_path_split, split_mlu
+
+    split = shortest_path_split(topo, paths)
+
+    def run(tm):
+        t0 = time.perf_counter()
+        m = split_mlu(topo, paths, split, tm.pair_demands(paths.pairs))
+        return RouterOutcome(m, time.perf_counter() - t0)
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="compare routers' MLU on a topology and a set of traffic matrices",
+        description="Route each traffic matrix with every --router and print MLU and solve time per "
+                    "TM. ecmp = hop-by-hop equal-cost multipath (the shortest-path baseline); lp = the "
+                    "optimum over the candidate paths (HiGHS); shortest = equal split over least-cost "
+                    "candidate paths.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common.add_topology_args(p)
+    common.add_tm_args(p)
+    common.add_path_args(p)
+    p.add_argument("--router", action="append", default=None, metavar="NAME",
+                   help=f"router(s) to run, repeatable or comma-separated; known: {', '.join(ROUTERS)} "
+                        "(default: ecmp,lp)")
+    p.add_argument("--lp-time-limit", type=float, default=None, metavar="SECONDS",
+                   help="give up on an LP after this long")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write rows as JSON")
+    p.set_defaults(func=run)
+
+
+def _routers(args) -> list[str]:
+    names = []
+    for item in args.router or ["ecmp,lp"]:
+        names += [x.strip() for x in item.split(",") if x.strip()]
+    unknown = [n for n in names if n not in ROUTERS]
+    if unknown:
+        raise CLIError(f"unknown router {unknown[0]!r}; known: {', '.join(ROUTERS)}")
+    return list(dict.fromkeys(names))
+
+
+def geomean(xs) -> float:
+    xs = [x for x in xs if x > 0 and math.isfinite(x)]
+    return float(math.exp(sum(map(math.log, xs)) / len(xs))) if xs else float("nan")
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = _routers(args)
+    console = Console(stderr=args.json is not None and str(args.json) == "-")
+    topo = common.load_topology_from_args(args)
+    paths = common.paths_from_args(args, topo, console)
+    tms = common.tms_from_args(args, topo)
+    fns = {n: ROUTERS[n](topo, paths, args) for n in names}
+    rows = []
+    for tm in common.progress(tms, "routing", console):
+        row = {"tm": tm.label, "total_demand_bps": tm.total_bps}
+        for n, fn in fns.items():
+            out = fn(tm)
+            if not math.isfinite(out.mlu):
+                raise CLIError(f"router {n} returned a non-finite MLU on {tm.label}")
+            row[f"mlu_{n}"] = out.mlu
+            row[f"{n}_seconds"] = out.seconds
+        rows.append(row)
+
+    table = Table(title=f"{topo.name}: {topo.num_nodes} nodes, {topo.num_links} links, "
+                        f"{paths.num_pairs} pairs, {paths.num_paths} paths ({paths.strategy}, k={paths.k})")
+    table.add_column("TM")
+    for n in names:
+        table.add_column(f"mlu_{n}", justify="right")
+        table.add_column(f"{n} s", justify="right")
+    if "lp" in names:
+        for n in names:
+            if n != "lp":
+                table.add_column(f"{n}/lp", justify="right")
+    for row in rows:
+        cells = [row["tm"]]
+        for n in names:
+            cells += [f"{row[f'mlu_{n}']:.4f}", f"{row[f'{n}_seconds']:.4f}"]
+        if "lp" in names:
+            cells += [f"{row[f'mlu_{n}'] / row['mlu_lp']:.4f}" if row["mlu_lp"] > 0 else "-"
+                      for n in names if n != "lp"]
+        table.add_row(*cells)
+    summary = {}
+    if "lp" in names:
+        for n in names:
+            if n != "lp":
+                ratios = [r[f"mlu_{n}"] / r["mlu_lp"] for r in rows if r["mlu_lp"] > 0]
+                summary[f"{n}_over_lp_geomean"] = geomean(ratios)
+                summary[f"{n}_over_lp_p90"] = float(np.percentile(ratios, 90)) if ratios else float("nan")
+    console.print(table)
+    for key, val in summary.items():
+        console.print(f"{key}: {val:.4f}")
+    if args.json:
+        doc = {"topology": topo.name, "topology_hash": topo.content_hash, "nodes": topo.num_nodes,
+               "links": topo.num_links, "pairs": paths.num_pairs, "paths": paths.num_paths,
+               "path_strategy": paths.strategy, "k": paths.k, "tm_source": args.tm, "routers": names,
+               "rows": rows, "summary": summary, "topology_notes": list(topo.notes)}
+        common.write_json(args.json, doc)
+    return 0
+
+
+
