@@ -78,7 +78,8 @@ class Graph:
         return seg_sum(x_link[self.inc_link], self.inc_path, self.Np)
 
     def path_max_links(self, x_link, floor: float = -3.0e38):
-        """Max over each path's links: [L] -> [Np]."""
+        """Max over each path's links: [L] -> [Np]. (torch.segment_reduce over the CSR rows was measured
+        slower than this scatter on an H100 for Kdl: 210 vs 165 ms per TM.)"""
         return seg_max(x_link[self.inc_link], self.inc_path, self.Np, floor=floor)
 
     def link_sum_paths(self, x_path):
