@@ -74,10 +74,10 @@ def _model(topo, paths, args):
     """The TE head through ONNX Runtime (CPU unless --model-providers says otherwise)."""
     from tecore import check_split, split_mlu
     from tellm.inference.features import onnx_inputs
-    from tellm.inference.runner import ModelError, TEHeadRunner
+    from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner
 
     try:
-        head = TEHeadRunner(args.model, providers=args.model_providers.split(","))
+        head = TEHeadRunner(args.model or DEFAULT_MODEL, providers=args.model_providers.split(","))
     except ModelError as exc:
         raise CLIError(str(exc)) from None
     static = onnx_inputs(topo, paths, np.zeros(paths.num_pairs))
@@ -111,8 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lp-time-limit", type=float, default=None, metavar="SECONDS",
                    help="give up on an LP after this long")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write rows as JSON")
-    p.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[2] / "inference" / "models"
-                   / "tellm-te.onnx", help="ONNX TE head for --router model")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX TE head for --router model (default: the shipped inference/models/tellm-te.onnx)")
     p.add_argument("--model-providers", default="CPUExecutionProvider",
                    help="ONNX Runtime providers for --router model, comma-separated")
     p.set_defaults(func=run)

@@ -8,8 +8,17 @@ from pathlib import Path
 
 from tellm.cli import CLIError
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "inference" / "recipes" / "tellm-te.yaml"
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "inference" / "models" / "tellm-te.onnx"
+
+def _inference_dir() -> Path:
+    """Folder of the tellm.inference package (source tree or site-packages), found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tellm.inference")
+    return Path(spec.origin).parent if spec and spec.origin else Path("inference")
+
+
+DEFAULT_RECIPE = _inference_dir() / "recipes" / "tellm-te.yaml"
+DEFAULT_MODEL = _inference_dir() / "models" / "tellm-te.onnx"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
