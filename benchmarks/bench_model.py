@@ -77,7 +77,8 @@ def bench_case(name, source, count, args, head):
     tms = tms_for(topo, source, count, args.seed)
     big = paths.num_paths > args.big_paths
     rows = []
-    head.route(dict(static, demand_bps=np.ones(paths.num_pairs, dtype=np.float32)))  # warm-up, not timed
+    if not args.no_warmup:
+        head.route(dict(static, demand_bps=np.ones(paths.num_pairs, dtype=np.float32)))  # warm-up, not timed
     for n_tm, tm in enumerate(tms):
         d_full = tm.pair_demands(paths.pairs)
         d = restrict_top(d_full, args.lp_top_pairs) if big else d_full
@@ -92,7 +93,7 @@ def bench_case(name, source, count, args, head):
         row["split_valid"] = bool(np.all(np.isfinite(split)) and split.min() >= -1e-6
                                   and np.abs(sums - 1).max() < 1e-4)
         row["mlu_model"] = split_mlu(topo, paths, split, d)
-        if big and n_tm == 0:  # the full TM once: same cost as the restricted one (all pairs are inputs)
+        if big and n_tm == 0 and not args.no_full_tm:  # the full TM once: same cost as the restricted one (all pairs are inputs)
             t0 = time.perf_counter()
             head.route(dict(static, demand_bps=d_full.astype(np.float32)))
             row["model_seconds_full_tm"] = time.perf_counter() - t0
@@ -117,10 +118,15 @@ def bench_case(name, source, count, args, head):
         rows.append(row)
         print(f"{name} {tm.label}: model/LP {row['model_over_lp']:.4f} ECMP/LP {row['ecmp_over_lp']:.4f} "
               f"model {row['model_seconds'] * 1e3:.1f} ms LP {row.get('lp_seconds', float('nan')):.2f} s", flush=True)
+    meta = {"topology": name, "nodes": topo.num_nodes, "links": topo.num_links, "pairs": paths.num_pairs,
+            "paths": paths.num_paths, "nnz": int(paths.path_links.size), "tm_source": source}
+    return summarize(meta, rows), rows
+
+
+def summarize(meta: dict, rows: list[dict]) -> dict:
     ratios = [r["model_over_lp"] for r in rows]
-    summary = {
-        "topology": name, "nodes": topo.num_nodes, "links": topo.num_links, "pairs": paths.num_pairs,
-        "paths": paths.num_paths, "nnz": int(paths.path_links.size), "tm_source": source, "tms": len(rows),
+    summary = dict(meta, **{
+        "tms": len(rows),
         "lp_instance": rows[0]["lp_instance"] if rows else "",
         "model_over_lp_geomean": geomean(ratios),
         "model_over_lp_p90": float(np.nanpercentile(ratios, 90)) if rows else float("nan"),
@@ -131,11 +137,30 @@ def bench_case(name, source, count, args, head):
         "model_seconds_median": statistics.median(r["model_seconds"] for r in rows),
         "lp_seconds_median": statistics.median(r["lp_seconds"] for r in rows if "lp_seconds" in r)
         if any("lp_seconds" in r for r in rows) else float("nan"),
-    }
-    if big:
-        summary["model_seconds_full_tm"] = rows[0]["model_seconds_full_tm"]
+    })
+    full = [r["model_seconds_full_tm"] for r in rows if "model_seconds_full_tm" in r]
+    if full:
+        summary["model_seconds_full_tm"] = full[0]
     summary["lp_over_model_time"] = summary["lp_seconds_median"] / summary["model_seconds_median"]
-    return summary, rows
+    return summary
+
+
+def merge(out: Path, others: list[Path]) -> int:
+    """Fold the rows of other result files (same model file) into ``out``, topology by topology."""
+    doc = json.loads(out.read_text())
+    for other in others:
+        o = json.loads(other.read_text())
+        if o["model_sha256"] != doc["model_sha256"]:
+            raise SystemExit(f"{other}: measured on another model file")
+        for t in o["topologies"]:
+            name = t["topology"]
+            rows = doc["rows"].get(name, []) + o["rows"][name]
+            meta = {k: t[k] for k in ("topology", "nodes", "links", "pairs", "paths", "nnz", "tm_source")}
+            doc["rows"][name] = rows
+            doc["topologies"] = [x for x in doc["topologies"] if x["topology"] != name] + [summarize(meta, rows)]
+    out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    print(f"merged {', '.join(map(str, others))} into {out}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -152,12 +177,20 @@ def main(argv=None) -> int:
     p.add_argument("--big-paths", type=int, default=1_000_000, help="path count above which --lp-top-pairs applies")
     p.add_argument("--lp-time-limit", type=float, default=1800.0)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="only fold these result files' rows into --out (runs made in parallel)")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run per topology")
+    p.add_argument("--no-full-tm", action="store_true",
+                   help="big topologies: skip timing the head on the full TM (its cost does not depend on the "
+                        "demand values: all pairs are inputs in both cases)")
     p.add_argument("--update-card", action="store_true",
                    help="only copy the measured summaries in --out (and gpu_timing.json beside it) into the "
                         "model card, if they were measured on this very model file")
     a = p.parse_args(argv)
     if a.update_card:
         return update_card(a.model, a.out)
+    if a.merge:
+        return merge(a.out, a.merge)
     head = TEHeadRunner(a.model, intra_op_threads=a.threads)
     doc = {"model": str(a.model), "model_sha256": sha256_file(a.model), "ort_threads": a.threads,
            "cpu_count": os.cpu_count(), "seed": a.seed, "topologies": [], "rows": {}}
