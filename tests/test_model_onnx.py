@@ -119,3 +119,20 @@ def test_eval_router_model_adds_its_columns(data_dir, tmp_path):
         assert row["mlu_model"] >= row["mlu_lp"] * (1 - 1e-6)
         assert row["model_seconds"] > 0
     assert doc["summary"]["model_over_lp_geomean"] < doc["summary"]["ecmp_over_lp_geomean"]
+
+
+def test_edge_cases_stay_finite_and_valid(head, data_dir):
+    topo = load_topology("Abilene")
+    paths = compute_paths(topo, k=4)
+    cases = [np.zeros(paths.num_pairs), np.eye(1, paths.num_pairs, 5).ravel() * 1e9,
+             np.full(paths.num_pairs, 1e-3), np.full(paths.num_pairs, 1e15)]
+    for d in cases:
+        out = head.route(onnx_inputs(topo, paths, d))
+        check_split(paths, out.split.astype(np.float64), atol=1e-5)
+        assert np.isfinite(out.mlu)
+    # A node cut off entirely: its pairs have no usable path; splits stay valid, MLU is over up links.
+    up = np.ones(topo.num_links)
+    up[(topo.src == 0) | (topo.dst == 0)] = 0
+    out = head.route(onnx_inputs(topo, paths, generate(topo, "gravity", 1, seed=0)[0], link_up=up))
+    check_split(paths, out.split.astype(np.float64), atol=1e-5)
+    assert np.isfinite(out.mlu) and out.mlu > 0
