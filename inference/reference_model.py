@@ -18,8 +18,9 @@ INPUTS = ("demand_bps", "capacity_bps", "latency_seconds", "link_up", "path_pair
 OUTPUTS = ("split", "link_load_bps", "mlu")
 
 
-def build_equal_split_model(policy_dim: int = 4, opset: int = 18):
-    """The reference model as an onnx.ModelProto."""
+def build_equal_split_model(policy_dim: int = 4, opset: int = 18, variant: str = ""):
+    """The reference model as an onnx.ModelProto; ``variant`` only changes its metadata (and so its
+    bytes and version), which hot-reload tests use to tell two builds apart."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -84,19 +85,19 @@ def build_equal_split_model(policy_dim: int = 4, opset: int = 18):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tellm.inference.reference_model")
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
-    helper.set_model_props(model, {"tellm_model": "equal-split-reference"})
+    helper.set_model_props(model, {"tellm_model": "equal-split-reference", "variant": variant})
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def write_equal_split_model(path: str | Path, policy_dim: int = 4) -> Path:
+def write_equal_split_model(path: str | Path, policy_dim: int = 4, variant: str = "") -> Path:
     """Write the reference model to ``path`` atomically (write, then rename)."""
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    onnx.save(build_equal_split_model(policy_dim), str(tmp))
+    onnx.save(build_equal_split_model(policy_dim, variant=variant), str(tmp))
     tmp.replace(path)
     return path
 
@@ -105,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Write the equal-split reference ONNX model (tellm TE interface).")
     p.add_argument("out", type=Path, help="output .onnx file")
     p.add_argument("--policy-dim", type=int, default=4)
+    p.add_argument("--variant", default="", help="metadata tag (changes the bytes, not the behaviour)")
     args = p.parse_args(argv)
-    print(write_equal_split_model(args.out, args.policy_dim))
+    print(write_equal_split_model(args.out, args.policy_dim, args.variant))
     return 0
 
 
