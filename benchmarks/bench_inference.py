@@ -36,10 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LISTEN = re.compile(r"listening on (\S+):(\d+) metrics_port=(\S+) provider=(\S+) model_version=(\S+)")
 
 
-def start_server(model: Path, provider: str, workers: int, ort_threads: int) -> tuple[subprocess.Popen, str, str]:
+def start_server(model: Path, provider: str, workers: int, ort_threads: int,
+                 parallel_runs: int) -> tuple[subprocess.Popen, str, str]:
     cmd = [sys.executable, "-c", "import sys; from tellm.cli import main; sys.exit(main())", "serve",
            "--model", str(model), "--port", "0", "--metrics-port", "-1", "--provider", provider,
-           "--workers", str(workers), "--ort-threads", str(ort_threads), "--watch-interval", "0"]
+           "--workers", str(workers), "--ort-threads", str(ort_threads), "--max-parallel-runs", str(parallel_runs),
+           "--watch-interval", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     line = proc.stdout.readline()
     m = LISTEN.search(line)
@@ -114,7 +116,8 @@ def run_level(address: str, handle, tms: list[np.ndarray], concurrency: int, max
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="reference",
                    help="ONNX model path, or 'reference' for the equal-split reference model")
     p.add_argument("--topologies", nargs="+", default=["Abilene", "geant", "Cogentco", "Kdl"])
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--workers", type=int, default=32, help="server gRPC handler threads")
     p.add_argument("--ort-threads", type=int, default=0, help="server onnxruntime intra-op threads (0 = default)")
+    p.add_argument("--max-parallel-runs", type=int, default=4, help="server model runs at once")
     p.add_argument("--timeout", type=float, default=30.0, help="client deadline per request, seconds")
     p.add_argument("--address", default=None, help="benchmark a running server instead of starting one")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference_cpu.json")
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         address, provider = args.address, "unknown"
     else:
-        proc, address, provider = start_server(model, args.provider, args.workers, args.ort_threads)
+        proc, address, provider = start_server(model, args.provider, args.workers, args.ort_threads,
+                                               args.max_parallel_runs)
     doc = {
         "benchmark": "tellm inference end-to-end gRPC latency (InferenceClient.route over loopback)",
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                  else str(model),
         "provider": provider, "onnxruntime": ort.__version__,
         "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "server": {"workers": args.workers, "ort_threads": args.ort_threads},
+        "server": {"workers": args.workers, "ort_threads": args.ort_threads,
+                   "max_parallel_runs": args.max_parallel_runs},
         "load_generator": "one Python process, one thread and one gRPC channel per concurrent client",
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "topologies": [],
@@ -168,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             paths = compute_paths(topo, k=args.k, progress=sys.stderr.isatty())
             path_seconds = time.perf_counter() - t0
-            tms = [tm.pair_demands(paths.pairs).astype(np.float32) for tm in generate(topo, "gravity", args.tms, seed=1)]
+            tms = [tm.pair_demands(paths.pairs).astype(np.float32)
+                   for tm in generate(topo, "gravity", args.tms, seed=1)]
             t0 = time.perf_counter()
             handle = admin.register_topology(topo, paths, topology_id=f"bench-{name}")
             register_seconds = time.perf_counter() - t0
@@ -184,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             for c in args.concurrency:
                 level = run_level(address, handle, tms, c, args.requests, args.seconds, args.timeout)
                 entry["levels"].append(level)
-                print(f"  concurrency {c:>2}: {level['requests']:>4} requests, p50 {level.get('p50_ms', float('nan')):8.2f} ms, "
-                      f"p99 {level.get('p99_ms', float('nan')):8.2f} ms, {level['requests_per_second']:8.1f} req/s, "
-                      f"server p50 {level.get('server_p50_ms', float('nan')):7.2f} ms, errors {level['errors']}",
+                nan = float("nan")
+                print(f"  concurrency {c:>2}: {level['requests']:>4} requests, p50 {level.get('p50_ms', nan):8.2f} ms, "
+                      f"p99 {level.get('p99_ms', nan):8.2f} ms, {level['requests_per_second']:8.1f} req/s, "
+                      f"server p50 {level.get('server_p50_ms', nan):7.2f} ms, errors {level['errors']}",
                       flush=True)
             doc["topologies"].append(entry)
         admin.close()

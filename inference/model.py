@@ -97,7 +97,8 @@ def _create_session(data: bytes, choice: ProviderChoice, threads: int):
         opts.intra_op_num_threads = threads
     want_cuda = choice in ("auto", "cuda") and "CUDAExecutionProvider" in available
     if choice == "cuda" and not want_cuda:
-        raise ModelError(f"--provider cuda: onnxruntime offers no CUDAExecutionProvider (it has {', '.join(available)}); "
+        raise ModelError("--provider cuda: onnxruntime offers no CUDAExecutionProvider (it has "
+                         f"{', '.join(available)}); "
                          "install onnxruntime-gpu")
     if want_cuda:
         try:

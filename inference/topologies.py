@@ -124,7 +124,8 @@ def build_topology(node_names, link_src, link_dst, capacity_bps, latency_seconds
     if np.unique(key).shape[0] != num_pairs:
         _, first_idx, counts = np.unique(key, return_index=True, return_counts=True)
         i = int(first_idx[counts > 1].min())
-        raise InvalidArgument("paths.pair_src_nodes", f"pair {i} ({pair_src[i]} -> {pair_dst[i]}) is listed twice")
+        raise InvalidArgument("paths.pair_src_nodes",
+                              f"pair {i} ({pair_src[i]} -> {pair_dst[i]}) is listed twice")
     if (pair_counts < 1).any():
         i = _first(pair_counts < 1)
         raise InvalidArgument(f"paths.pair_path_counts[{i}]", "every pair needs at least one path")
@@ -162,7 +163,8 @@ def build_topology(node_names, link_src, link_dst, capacity_bps, latency_seconds
     if bad.any():
         k = int(inner_idx[_first(bad)])
         raise InvalidArgument(f"paths.path_link_ids[{k + 1}]",
-                              f"path {inc_path[k]} has consecutive links {links[k]} and {links[k + 1]} that do not meet")
+                              f"path {inc_path[k]} has consecutive links {links[k]} and {links[k + 1]} "
+                              "that do not meet")
 
     h = hashlib.sha256()
     h.update("\0".join(node_names).encode())
