@@ -159,6 +159,23 @@ def run_level(address: str, handle, tms: list[np.ndarray], concurrency: int, max
     return out
 
 
+def markdown_table(files: list[Path]) -> str:
+    """The README table for result files written by this script."""
+    rows = ["| topology | pairs / paths / path-link entries | provider | concurrency | requests | p50 ms | p99 ms "
+            "| req/s | server p50 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in files:
+        doc = json.loads(Path(f).read_text())
+        for t in doc["topologies"]:
+            size = f"{t['pairs']:,} / {t['paths']:,} / {t['path_link_entries']:,}"
+            if "synthetic" in t.get("paths_kind", ""):
+                size += " (synthetic paths)"
+            for lv in t["levels"]:
+                rows.append(f"| {t['topology']} | {size} | {doc['provider']} | {lv['concurrency']} | {lv['requests']} "
+                            f"| {lv.get('p50_ms', float('nan')):.2f} | {lv.get('p99_ms', float('nan')):.2f} "
+                            f"| {lv['requests_per_second']:.1f} | {lv.get('server_p50_ms', float('nan')):.2f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -180,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=30.0, help="client deadline per request, seconds")
     p.add_argument("--address", default=None, help="benchmark a running server instead of starting one")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference_cpu.json")
+    p.add_argument("--table", nargs="+", type=Path, metavar="JSON",
+                   help="only print the markdown table of these result files")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.table))
+        return 0
 
     import onnxruntime as ort
 

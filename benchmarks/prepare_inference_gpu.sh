@@ -21,7 +21,11 @@ cp "$DATA"/topologyzoo/{Abilene,Cogentco,Kdl}.graphml "$D/data/topologyzoo/"
 cp "$DATA"/sndlib/networks/geant.xml "$D/data/sndlib/networks/"
 CACHE="${TELLM_CACHE_DIR:-$HOME/.cache/tellm}/paths"
 for t in Abilene geant Cogentco Kdl; do
-  f=$(ls -t "$CACHE/$t"-*-shortest-weight-k4.npz | head -1)  # run `tellm paths -t $t` first if missing
+  f=$(ls -t "$CACHE/$t"-*-shortest-weight-k4.npz 2>/dev/null | head -1 || true)
+  if [[ -z "$f" ]]; then
+    echo "no cached paths for $t (run: tellm paths -t $t); on the device pass --synthetic-paths $t" >&2
+    continue
+  fi
   cp "$f" "$D/cache/paths/"
 done
 du -sh "$W" "$D"

@@ -197,11 +197,11 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         # When the call ends early (deadline, cancellation) stop the model run instead of finishing
         # work nobody will read; after a normal reply the flag is set on a finished run (harmless).
         context.add_callback(lambda: setattr(run_options, "terminate", True))
-        feeds = {"demand_bps": demand, "capacity_bps": topo.capacity_bps, "latency_seconds": topo.latency_seconds,
-                 "link_up": link_up, "path_pair": topo.path_pair, "inc_path": topo.inc_path,
-                 "inc_link": topo.inc_link, "policy": policy}
+        static = {"capacity_bps": topo.capacity_bps, "latency_seconds": topo.latency_seconds,
+                  "path_pair": topo.path_pair, "inc_path": topo.inc_path, "inc_link": topo.inc_link}
+        dynamic = {"demand_bps": demand, "link_up": link_up, "policy": policy}
         try:
-            return model.run(feeds, run_options)
+            return model.run_bound(topo, static, dynamic, run_options)
         except Exception as exc:
             if not context.is_active() or (context.time_remaining() or 1.0) <= 0:
                 raise DeadlineExceeded("the deadline passed while the model ran") from exc
