@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
 from .metrics import ServiceMetrics
-from .model import LoadedModel, ModelHolder, ProviderChoice
+from .session import LoadedModel, ModelHolder, ProviderChoice
 from .service import SERVICE_NAME, TrafficEngineeringServicer
 from .topologies import TopologyStore
 

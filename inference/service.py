@@ -23,7 +23,7 @@ from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from .codec import get_array, set_packed
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics
-from .model import LoadedModel, ModelError, ModelHolder
+from .session import LoadedModel, ModelError, ModelHolder
 from .topologies import TopologyStore, build_topology
 
 log = logging.getLogger("tellm.inference.service")
