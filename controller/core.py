@@ -92,6 +92,8 @@ class ControllerCore:
         self._routed_link_up: np.ndarray | None = None
         self.snapshot: dict = {}
         self.loops = 0
+        self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
+        self.plans_done = 0
         self._last_stranded = 0
 
     # ------------------------------------------------------------------ discovery
