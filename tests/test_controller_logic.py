@@ -362,3 +362,25 @@ def test_core_rejects_missing_dpids(net):
     topo, paths = net
     with pytest.raises(ValueError, match="datapath id"):
         ControllerCore(topo, paths, {"s1": 1}, ECMPRouter())
+
+
+def test_state_api_serves_json_and_404():
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from tellm.controller.api import serve_state
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = serve_state(lambda: {"mlu": 0.5, "router": "lp"}, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=5) as r:
+            assert json.load(r) == {"mlu": 0.5, "router": "lp"}
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=5)
+        assert err.value.code == 404
+    finally:
+        server.shutdown()
