@@ -344,8 +344,10 @@ def test_core_measures_routes_and_fails_over(net):
     kinds = [op.kind for op in fo.ops]
     assert OpKind.DELETE_GROUP in kinds and kinds.index(OpKind.MODIFY_CLASS) < kinds.index(OpKind.DELETE_GROUP)
     core.commit(fo)
-    snap = core.make_snapshot()
+    core.snapshot = core.make_snapshot()
+    snap = core.state_json()
     assert snap["router"] == "lp" and snap["mlu"] == pytest.approx(0.75)
+    assert [p["weight"] for p in snap["groups"]["s1->s4"]] in ([0, 256], [256, 0])
     assert snap["topology"]["links"][topo.link_index[(0, 1)]]["up"] is False
     import json
     json.dumps(snap)
