@@ -344,6 +344,7 @@ class TellmController(app_manager.OSKenApp):
     def _execute(self, plan: Plan) -> None:
         """Send the plan phase by phase; each phase ends with a barrier on every switch it touched."""
         self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
+        log.info("update: %d operations in %d phases, %d groups", len(plan.ops), len(plan.phases), plan.group_updates)
         try:
             self._execute_phases(plan)
         finally:

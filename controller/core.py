@@ -248,11 +248,8 @@ class ControllerCore:
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
         self.weights = w
         desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port)
-        conn = self.disc.connected
-        labels = {k: v for k, v in desired.labels.items() if k[0] in conn}
-        groups = {k: v for k, v in desired.groups.items() if k[0] in conn}
-        plan = plan_update(self.installed, type(desired)(labels, groups))
-        return plan
+        desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
+        return plan_update(self.installed, desired)
 
     def commit(self, plan: Plan) -> None:
         self.installed = plan.after

@@ -151,7 +151,7 @@ def test_desired_state_labels_and_groups(net):
 # ------------------------------------------------------------------ make-before-break
 def _state(groups, labels):
     from tellm.controller.groups import DesiredState
-    return DesiredState(labels, groups)
+    return DesiredState.from_dicts(labels, groups)
 
 
 def test_plan_first_install_order():
@@ -386,3 +386,54 @@ def test_state_api_serves_json_and_404():
         assert err.value.code == 404
     finally:
         server.shutdown()
+
+
+def _random_state(rng, n_switches=5):
+    labels, groups = {}, {}
+    for s in range(1, n_switches + 1):
+        for d in range(1, n_switches + 1):
+            if s == d or rng.random() < 0.3:
+                continue
+            bs = []
+            for lab in rng.choice(np.arange(16, 60), size=rng.integers(1, 4), replace=False).tolist():
+                bs.append(Bucket(lab, int(rng.integers(1, 5)), int(rng.integers(1, 256))))
+                labels[(d, lab)] = POP
+                labels[(int(rng.integers(1, n_switches + 1)), lab)] = int(rng.integers(1, 5))
+            groups[(s, d)] = tuple(sorted(bs, key=lambda b: b.label))
+    return labels, groups
+
+
+def test_plans_reach_the_target_and_never_reference_missing_state():
+    """Simulate switches op by op: after every phase, each classification rule points at an existing
+    group whose labels exist (make-before-break); after the plan the switches hold the target."""
+    rng = np.random.default_rng(1)
+    switch_labels, switch_groups, switch_class = set(), {}, {}
+    installed = Installed()
+    for _ in range(30):
+        labels, groups = _random_state(rng)
+        plan = plan_update(installed, _state(groups, labels))
+        for phase in plan.phases:
+            for op in phase:
+                k = op.kind
+                if k in (OpKind.ADD_LABEL, OpKind.MODIFY_LABEL):
+                    switch_labels.add((op.dpid, op.label))
+                elif k is OpKind.DELETE_LABEL:
+                    switch_labels.discard((op.dpid, op.label))
+                elif k is OpKind.ADD_GROUP:
+                    assert (op.dpid, op.group_id) not in switch_groups  # never overwrites a live group
+                    switch_groups[(op.dpid, op.group_id)] = op.buckets
+                elif k is OpKind.DELETE_GROUP:
+                    assert switch_class.get((op.dpid, op.dest_dpid)) != op.group_id  # not in use
+                    del switch_groups[(op.dpid, op.group_id)]
+                elif k in (OpKind.ADD_CLASS, OpKind.MODIFY_CLASS):
+                    switch_class[(op.dpid, op.dest_dpid)] = op.group_id
+                elif k is OpKind.DELETE_CLASS:
+                    del switch_class[(op.dpid, op.dest_dpid)]
+            installed_labels = {lab for _, lab in switch_labels}
+            for (s, d), gid in switch_class.items():
+                assert (s, gid) in switch_groups
+                assert all(b.label in installed_labels for b in switch_groups[(s, gid)])
+        installed = plan.after
+        assert switch_labels == set(labels)
+        assert {k: switch_groups[(k[0], gid)] for k, gid in switch_class.items()} == groups
+        assert len(switch_groups) == len(groups)
