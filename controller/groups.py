@@ -148,7 +148,7 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     keys = np.concatenate([label_key(node_dpid[topo.src[links[t]]], entry_path[t] + LABEL_BASE),
                            label_key(node_dpid[topo.dst[links[last[act]]]], act + LABEL_BASE)])
     ports = np.concatenate([link_port[links[t]], np.full(act.size, POP, dtype=np.int64)])
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)  # keys are unique: no stable sort needed (3x faster)
     keys, ports = keys[order], ports[order]
     if keys.size > 1 and np.any(np.diff(keys) == 0):
         raise ValueError("a path visits a switch twice (candidate paths must be loop-free)")
