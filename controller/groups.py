@@ -132,21 +132,23 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
         raise ValueError(f"weights has shape {weights.shape}, expected ({paths.num_paths},)")
     if paths.num_paths + LABEL_BASE > MAX_LABEL:
         raise ValueError(f"{paths.num_paths} paths do not fit in 20-bit MPLS labels")
-    active = weights > 0
-    entry_path = np.repeat(np.arange(paths.num_paths), paths.path_hops)
-    entry_active = active[entry_path]
-    links = paths.path_links
-    if np.any(link_port[links[entry_active]] < 0):
-        bad = int(entry_path[entry_active & (link_port[links] < 0)][0])
+    # Work on the link entries of active paths only (most paths carry nothing under LP/ECMP routing).
+    act = np.flatnonzero(weights > 0)
+    hops = paths.path_hops[act]
+    starts = paths.path_ptr[act]
+    rows = np.repeat(starts - np.cumsum(hops) + hops, hops) + np.arange(hops.sum())
+    entry_path = np.repeat(act, hops)
+    links = paths.path_links[rows]
+    if np.any(link_port[links] < 0):
+        bad = int(entry_path[link_port[links] < 0][0])
         raise ValueError(f"path {bad} has weight > 0 but uses a link whose port is unknown")
     first = np.zeros(links.size, dtype=bool)
-    first[paths.path_ptr[:-1]] = True
-    last = paths.path_ptr[1:] - 1
-    act = np.flatnonzero(active)
+    first[np.cumsum(hops) - hops] = True
+    last = np.cumsum(hops) - 1
     # Transit hops (every link of an active path after the first) and the egress pop.
-    t = entry_active & ~first
+    t = ~first
     keys = np.concatenate([label_key(node_dpid[topo.src[links[t]]], entry_path[t] + LABEL_BASE),
-                           label_key(node_dpid[topo.dst[links[last[act]]]], act + LABEL_BASE)])
+                           label_key(node_dpid[topo.dst[links[last]]], act + LABEL_BASE)])
     ports = np.concatenate([link_port[links[t]], np.full(act.size, POP, dtype=np.int64)])
     order = np.argsort(keys)  # keys are unique: no stable sort needed (3x faster)
     keys, ports = keys[order], ports[order]
@@ -156,7 +158,7 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     pair_of = paths.path_pair[act]
     gk = group_key(node_dpid[paths.pairs[pair_of, 0]], node_dpid[paths.pairs[pair_of, 1]])
     order = np.argsort(gk, kind="stable")
-    gk, rows = gk[order], act[order]
+    gk, grows = gk[order], act[order]
     uniq, start = np.unique(gk, return_index=True)
     return DesiredState(keys, ports, uniq, np.concatenate([start, [gk.size]]).astype(np.int64),
-                        rows + LABEL_BASE, link_port[links[paths.path_ptr[rows]]], weights[rows])
+                        grows + LABEL_BASE, link_port[paths.path_links[paths.path_ptr[grows]]], weights[grows])

@@ -437,3 +437,30 @@ def test_plans_reach_the_target_and_never_reference_missing_state():
         assert switch_labels == set(labels)
         assert {k: switch_groups[(k[0], gid)] for k, gid in switch_class.items()} == groups
         assert len(switch_groups) == len(groups)
+
+
+def test_desired_state_matches_a_per_path_reference():
+    import networkx as nx
+
+    from tecore import compute_paths
+
+    g = nx.connected_watts_strogatz_graph(14, 4, 0.3, seed=3)
+    topo = Topology.from_networkx(g, name="ws14")
+    paths = compute_paths(topo, k=3, workers=1)
+    rng = np.random.default_rng(2)
+    w = quantise_weights(rng.random(paths.num_paths) ** 4 * (rng.random(paths.num_paths) < 0.6), paths.pair_ptr)
+    dpid = np.arange(topo.num_nodes) * 7 + 3  # dpids unrelated to node order
+    port = rng.permutation(topo.num_links) + 1
+    st = desired_state(topo, paths, w, dpid, port)
+    labels, groups = {}, {}
+    for j in range(paths.num_paths):
+        if w[j] == 0:
+            continue
+        links = paths.path_links[paths.path_ptr[j]:paths.path_ptr[j + 1]]
+        for lk in links[1:]:
+            labels[(int(dpid[topo.src[lk]]), j + LABEL_BASE)] = int(port[lk])
+        labels[(int(dpid[topo.dst[links[-1]]]), j + LABEL_BASE)] = POP
+        s, d = paths.pairs[paths.path_pair[j]]
+        groups.setdefault((int(dpid[s]), int(dpid[d])), []).append(Bucket(j + LABEL_BASE, int(port[links[0]]), int(w[j])))
+    assert st.labels == labels
+    assert st.groups == {k: tuple(v) for k, v in groups.items()}
