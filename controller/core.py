@@ -20,7 +20,7 @@ from .failure import mask_split, path_alive
 from .groups import desired_state
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
-from .quantise import DEFAULT_TOTAL_WEIGHT, quantise_weights, weights_to_split
+from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
@@ -35,6 +35,8 @@ class ControllerConfig:
     ewma_alpha: float = 1.0  # weight of the newest TM measurement (1 = no smoothing)
     history: int = 60  # TM snapshots kept
     total_weight: int = DEFAULT_TOTAL_WEIGHT
+    #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
+    weight_deadband: int = 0
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,7 @@ class ControllerCore:
         self._last_stranded = masked.stranded_pairs.size
         w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
+        w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
         desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port)
         desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))

@@ -15,7 +15,7 @@ from tellm.controller.counters import COUNTER64, RateEstimator, counter_delta
 from tellm.controller.failure import mask_split, path_alive, restrict_paths
 from tellm.controller.groups import LABEL_BASE, POP, Bucket, desired_state
 from tellm.controller.planner import Installed, OpKind, group_id, plan_update
-from tellm.controller.quantise import quantise_weights, weights_to_split
+from tellm.controller.quantise import apply_deadband, quantise_weights, weights_to_split
 from tellm.controller.routers import (ECMPRouter, FallbackRouter, LPRouter, RouterFailure, Routing,
                                       RoutingInput, make_router)
 from tellm.controller.tm import TMEstimator, relative_change
@@ -448,3 +448,13 @@ def test_desired_state_matches_a_per_path_reference():
         groups.setdefault((int(dpid[s]), int(dpid[d])), []).append(Bucket(j + LABEL_BASE, int(port[links[0]]), int(w[j])))
     assert st.labels == labels
     assert st.groups == {k: tuple(v) for k, v in groups.items()}
+
+
+def test_weight_deadband_keeps_small_moves_only():
+    ptr = np.array([0, 2, 4, 6])
+    old = np.array([128, 128, 200, 56, 256, 0])
+    new = np.array([130, 126, 190, 66, 250, 6])  # pair 0 moves 2, pair 1 moves 10, pair 2 starts a path
+    out = apply_deadband(new, old, ptr, 3)
+    assert out.tolist() == [128, 128, 190, 66, 250, 6]
+    assert apply_deadband(new, old, ptr, 0).tolist() == new.tolist()
+    assert apply_deadband(new, None, ptr, 3).tolist() == new.tolist()
