@@ -133,6 +133,10 @@ def class_stats_request(dp):
                                       cookie=COOKIE_CLASS, cookie_mask=COOKIE_MASK, match=parser.OFPMatch())
 
 
+def group_stats_request(dp):
+    return parser.OFPGroupStatsRequest(dp, 0, ofp.OFPG_ALL)
+
+
 def port_stats_request(dp):
     return parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY)
 

@@ -332,6 +332,13 @@ def test_core_measures_routes_and_fails_over(net):
     snap = core.state_json()
     assert snap["router"] == "lp" and snap["mlu"] == pytest.approx(0.75)
     assert [p["weight"] for p in snap["groups"]["s1->s4"]] in ([0, 256], [256, 0])
+    # Group counters give the realised split of the installed group (one bucket now).
+    gid = core.installed.groups[(1, 4)][0]
+    core.group_stats(1, gid, np.array([1000]), 1.0)
+    core.group_stats(1, gid, np.array([5000]), 2.0)
+    core.snapshot = core.make_snapshot()
+    used = [p for p in core.state_json()["groups"]["s1->s4"] if p["weight"] > 0]
+    assert [p["realised"] for p in used] == [1.0]
     assert snap["topology"]["links"][topo.link_index[(0, 1)]]["up"] is False
     import json
     json.dumps(snap)
