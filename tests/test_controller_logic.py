@@ -8,20 +8,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tecore import PathSet, Topology, check_split, link_loads, mlu, solve_min_mlu
 from tellm.controller.core import ControllerConfig, ControllerCore
 from tellm.controller.counters import COUNTER64, RateEstimator, counter_delta
 from tellm.controller.failure import mask_split, path_alive, restrict_paths
 from tellm.controller.groups import LABEL_BASE, POP, Bucket, desired_state
 from tellm.controller.planner import Installed, OpKind, group_id, plan_update
 from tellm.controller.quantise import apply_deadband, quantise_weights, weights_to_split
-from tellm.controller.routers import (ECMPRouter, FallbackRouter, LPRouter, RouterFailure, Routing,
-                                      RoutingInput, make_router)
+from tellm.controller.routers import (
+    ECMPRouter,
+    FallbackRouter,
+    LPRouter,
+    RouterFailure,
+    Routing,
+    RoutingInput,
+    make_router,
+)
 from tellm.controller.tm import TMEstimator, relative_change
 
+from tecore import Topology, check_split
+
 sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
-from controller_fixtures import diamond, diamond_paths  # noqa: E402
+from controller_fixtures import diamond, diamond_paths
 
 
 @pytest.fixture
@@ -112,7 +119,7 @@ def test_desired_state_labels_and_groups(net):
     for (u, v), lid in li.items():
         port[lid] = 10 + v  # port towards node v is 10 + v on every switch
     p = paths.pair_lookup[0, 3]
-    a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
+    a = paths.pair_ptr[p]
     w = np.zeros(paths.num_paths, dtype=np.int64)
     w[a], w[a + 1] = 192, 64
     st = desired_state(topo, paths, w, dpid, port)

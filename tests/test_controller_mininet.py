@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import controller_net as cn  # noqa: E402
+import controller_net as cn
 
 pytestmark = pytest.mark.mininet
 
@@ -85,11 +85,12 @@ def diamond(tmp_path_factory):
     with cn.mininet_lock():
         cn.ensure_ovs()
         cn.cleanup_leftovers()
+        log_file = open(log_path, "w")  # noqa: SIM115 (closed in the finally below; the process writes it)
         ctl = subprocess.Popen(
             [sys.executable, "-m", "tellm.cli", "-v", "controller", "--topology", str(topo), "--router", "lp",
              "--k", "2", "--of-port", str(of_port), "--api-port", str(api_port), "--metrics-port", str(metrics_port),
              "--poll-interval", "1", "--total-weight", str(TOTAL_WEIGHT)],
-            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+            stdout=log_file, stderr=subprocess.STDOUT)
         net = None
         try:
             net = cn.build(of_port)
@@ -116,6 +117,7 @@ def diamond(tmp_path_factory):
                     ctl.wait(10)
                 except subprocess.TimeoutExpired:
                     ctl.kill()
+            log_file.close()
             cn.cleanup_leftovers()
 
 
@@ -232,7 +234,7 @@ def test_link_failure_is_repaired_locally(diamond):
             return (not next(link["up"] for link in s["topology"]["links"] if (link["src"], link["dst"]) == ("cs1", "cs2"))
                     and all(p["weight"] == 0 for p in s["groups"]["cs1->cs4"] if "cs2" in p["path"]))
 
-        state = diamond.wait(repaired, 3, "cs1->cs4 moved off cs1-cs2")
+        diamond.wait(repaired, 3, "cs1->cs4 moved off cs1-cs2")
         print(f"failover seen in /state {time.monotonic() - t0:.2f} s after the link went down (polled every 0.5 s)")
         cls = re.search(r"nw_dst=10\.0\.4\.0/24 actions=group:(\d+)", cn.ofctl("dump-flows", "cs1"))
         buckets = cn.parse_groups(cn.ofctl("dump-groups", "cs1"))[int(cls.group(1))]
@@ -273,7 +275,7 @@ def test_metrics_served(diamond):
                  "tellm_control_loop_duration_seconds_bucket", "tellm_group_updates_total",
                  "tellm_routing_info{router=\"lp\"} 1.0", "tellm_shortest_path_mlu_ratio"):
         assert name in text, name
-    updates = float(re.search(r"^tellm_group_updates_total (\S+)", text, re.M).group(1))
+    updates = float(re.search(r"^tellm_group_updates_total (\S+)", text, re.MULTILINE).group(1))
     assert updates >= 12
 
 
