@@ -52,7 +52,8 @@ def _free_port() -> int:
 
 
 class Ctx:
-    def __init__(self, net, ctl, api_port, metrics_port, log_path):
+    def __init__(self, router, net, ctl, api_port, metrics_port, log_path):
+        self.router = router
         self.net, self.ctl, self.api_port, self.metrics_port, self.log_path = net, ctl, api_port, metrics_port, log_path
 
     def state(self) -> dict:
@@ -70,8 +71,13 @@ class Ctx:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; last state router={last and last['router']}")
 
 
-@pytest.fixture(scope="module")
-def diamond(tmp_path_factory):
+# lp: min-MLU splits 3:1 by capacity; ecmp (the shortest-path baseline): 1:1 over the two 2-hop paths.
+EXPECTED_WEIGHTS = {"lp": [64, 192], "ecmp": [128, 128]}
+
+
+@pytest.fixture(scope="module", params=["lp", "ecmp"])
+def diamond(request, tmp_path_factory):
+    router = request.param
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -87,7 +93,7 @@ def diamond(tmp_path_factory):
         cn.cleanup_leftovers()
         log_file = open(log_path, "w")  # noqa: SIM115 (closed in the finally below; the process writes it)
         ctl = subprocess.Popen(
-            [sys.executable, "-m", "tellm.cli", "-v", "controller", "--topology", str(topo), "--router", "lp",
+            [sys.executable, "-m", "tellm.cli", "-v", "controller", "--topology", str(topo), "--router", router,
              "--k", "2", "--of-port", str(of_port), "--api-port", str(api_port), "--metrics-port", str(metrics_port),
              "--poll-interval", "1", "--total-weight", str(TOTAL_WEIGHT)],
             stdout=log_file, stderr=subprocess.STDOUT)
@@ -97,11 +103,11 @@ def diamond(tmp_path_factory):
             net.start()
             for h in net.hosts:  # userspace datapath: TX checksum offload breaks TCP (see the shared note)
                 h.cmd(f"ethtool -K {h.name}-eth0 tx off")
-            ctx = Ctx(net, ctl, api_port, metrics_port, log_path)
+            ctx = Ctx(router, net, ctl, api_port, metrics_port, log_path)
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    ctx.wait(lambda s: all(link["up"] for link in s["topology"]["links"]) and s["router"] == "lp",
+                    ctx.wait(lambda s: all(link["up"] for link in s["topology"]["links"]) and s["router"] == router,
                              5, "all 8 links discovered and a routing installed")
                     break
                 except (OSError, AssertionError):
@@ -183,8 +189,9 @@ def test_realised_split_matches_target(diamond):
                cn.start_udp(h12, "10.0.4.2", rate_bps, 16, FLOWS_PER_SENDER, 30000)]
     try:
         # The LP sees ~20 Mbit/s cs1 -> cs4 and splits it 3:1 (capacities 30 vs 10 Mbit/s).
-        state = diamond.wait(lambda s: sorted(p["weight"] for p in s["groups"]["cs1->cs4"]) == [64, 192],
-                             10, "the 192/64 split of cs1->cs4")
+        want = EXPECTED_WEIGHTS[diamond.router]
+        state = diamond.wait(lambda s: sorted(p["weight"] for p in s["groups"]["cs1->cs4"] if p["weight"]) == want,
+                             10, f"the {want} split of cs1->cs4")
         time.sleep(1.5)
         state = diamond.state()
         plan = {p["label"]: p["weight"] / TOTAL_WEIGHT for p in state["groups"]["cs1->cs4"]}
@@ -217,9 +224,14 @@ def test_realised_split_matches_target(diamond):
     # The TM estimate from the ingress rule counters sees the offered load (plus Ethernet/IP/UDP headers).
     tm = end_state["traffic_matrix_bps"][0][3]
     assert 2 * rate_bps * 0.85 <= tm <= 2 * rate_bps * 1.2, tm
-    assert end_state["predicted_mlu"] == pytest.approx(tm / 40e6, rel=0.05)
-    assert 0.3 < end_state["mlu"] < 0.8  # measured on port counters
-    assert end_state["shortest_path_mlu"] > end_state["predicted_mlu"]
+    # lp: MLU = demand / (30 + 10 Mbit/s); ecmp: half the demand on the 10 Mbit/s path.
+    want_mlu = tm / 40e6 if diamond.router == "lp" else tm / 2 / 10e6
+    assert end_state["predicted_mlu"] == pytest.approx(want_mlu, rel=0.05)
+    assert 0.6 * want_mlu < end_state["mlu"] < 1.4 * want_mlu  # measured on port counters
+    if diamond.router == "lp":
+        assert end_state["shortest_path_mlu"] > 1.5 * end_state["predicted_mlu"]
+    else:
+        assert end_state["shortest_path_mlu"] == pytest.approx(end_state["predicted_mlu"], rel=1e-6)
 
 
 def test_link_failure_is_repaired_locally(diamond):
@@ -264,7 +276,7 @@ def test_switch_reconnect_reinstalls_its_state(diamond):
                          15, "cs2 back with its links and carrying traffic")
     assert _check_installed_matches_plan(diamond) >= 12
     assert diamond.net.pingAll(timeout=1) == 0.0
-    assert state["router"] == "lp"
+    assert state["router"] == diamond.router
 
 
 def test_metrics_served(diamond):
@@ -273,7 +285,7 @@ def test_metrics_served(diamond):
     for name in ("tellm_mlu_ratio", "tellm_link_utilization_ratio{link=\"cs1->cs2\"}",
                  "tellm_link_throughput_bits_per_second", "tellm_traffic_matrix_total_bits_per_second",
                  "tellm_control_loop_duration_seconds_bucket", "tellm_group_updates_total",
-                 "tellm_routing_info{router=\"lp\"} 1.0", "tellm_shortest_path_mlu_ratio"):
+                 f"tellm_routing_info{{router=\"{diamond.router}\"}} 1.0", "tellm_shortest_path_mlu_ratio"):
         assert name in text, name
     updates = float(re.search(r"^tellm_group_updates_total (\S+)", text, re.MULTILINE).group(1))
     assert updates >= 12
