@@ -185,8 +185,8 @@ def test_realised_split_matches_target(diamond):
     net = diamond.net
     h11, h12 = net.get("h1x1", "h1x2")
     rate_bps = 10e6
-    senders = [cn.start_udp(h11, "10.0.4.1", rate_bps, 16, FLOWS_PER_SENDER, 20000),
-               cn.start_udp(h12, "10.0.4.2", rate_bps, 16, FLOWS_PER_SENDER, 30000)]
+    senders = [cn.start_udp(h11, "10.0.4.1", rate_bps, 11, FLOWS_PER_SENDER, 20000),
+               cn.start_udp(h12, "10.0.4.2", rate_bps, 11, FLOWS_PER_SENDER, 30000)]
     try:
         # The LP sees ~20 Mbit/s cs1 -> cs4 and splits it 3:1 (capacities 30 vs 10 Mbit/s).
         want = EXPECTED_WEIGHTS[diamond.router]
