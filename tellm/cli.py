@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "tellm.commands.paths",
     "tellm.commands.model",
     "tellm.inference.cli",
+
+    "tellm.commands.controller",
 ]
 
 
