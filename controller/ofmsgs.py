@@ -128,7 +128,8 @@ def op_message(dp, op: Op):
 
 
 def class_stats_request(dp):
-    return parser.OFPFlowStatsRequest(dp, table_id=0, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+    # OFPMP_FLOW_DESC (flows with their counters): Open vSwitch rejects OpenFlow 1.5's OFPMP_FLOW_STATS.
+    return parser.OFPFlowDescStatsRequest(dp, table_id=0, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                                       cookie=COOKIE_CLASS, cookie_mask=COOKIE_MASK, match=parser.OFPMatch())
 
 

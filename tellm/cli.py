@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
     "tellm.inference.cli",
+    "tellm.commands.controller",
 ]
 
 
