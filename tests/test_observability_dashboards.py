@@ -109,6 +109,9 @@ def test_queries_read_documented_metrics_from_their_exporters_job():
     for q in queries:
         names = metric_names(q.expr, documented)
         assert names, f"{q.id}: reads no tellm_ metric: {q.expr}"
+        # A constant fallback (`or vector(0)`) would make a panel show data without its metric, and
+        # the live test could not tell.
+        assert "vector(" not in q.expr, f"{q.id}: constant series in {q.expr}"
         undocumented = names - documented
         assert not undocumented, f"{q.id}: reads metrics not in docs/metrics.md: {undocumented}"
         js = jobs(q.expr)
