@@ -265,13 +265,18 @@ def _start_prometheus(tmp: Path, targets: dict[str, str], cleanup: contextlib.Ex
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, request):
     if shutil.which("prometheus") is None:
         pytest.skip("Prometheus is not installed (Debian package prometheus)")
     tmp = tmp_path_factory.mktemp("observability")
+    # With -m "not mininet" no selected test reads the controller: do not build a network for nothing.
+    wants_network = any(item.get_closest_marker("mininet") for item in request.session.items
+                        if item.module is request.module)
     cleanup = contextlib.ExitStack()
     with cleanup:
-        reasons = {JOBS["inference"]: _inference_unavailable(), JOBS["controller"]: _controller_unavailable(),
+        reasons = {JOBS["inference"]: _inference_unavailable(),
+                   JOBS["controller"]: _controller_unavailable() if wants_network else
+                   "deselected: no selected test is marked mininet",
                    JOBS["policy"]: "the policy daemon (issue 8) is not built yet: no process exports "
                                    "tellm_policy_* metrics"}
         ports = {"inference_grpc": _free_port(), "inference_metrics": _free_port(), "controller_metrics": _free_port(),
@@ -420,6 +425,7 @@ def test_targets_are_up(stack):
     assert health == {job: "up" for job in stack.available}, health
 
 
+@pytest.mark.mininet
 def test_shared_latency_name_is_told_apart_by_job(stack):
     """tellm_inference_request_duration_seconds comes from both ends; the job label separates them."""
     needed = {JOBS["controller"], JOBS["inference"]}
