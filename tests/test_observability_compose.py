@@ -83,6 +83,13 @@ def test_builds_point_at_existing_contexts_dockerfiles_and_stages(services):
     assert built == 4
 
 
+def test_cpu_image_never_builds_the_gpu_stages():
+    """Docker's classic builder (docker-compose v1) builds every stage before --target."""
+    df = (ROOT / "docker" / "Dockerfile").read_text()
+    order = [m.lower() for m in re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", df, re.M | re.I)]
+    assert order.index("runtime") < order.index("builder-gpu") < order.index("runtime-gpu"), order
+
+
 def test_mounted_files_exist_and_named_volumes_are_declared(compose, services):
     named = set(compose.get("volumes") or {})
     for name, svc in services.items():
