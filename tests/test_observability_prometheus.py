@@ -311,8 +311,6 @@ def stack(tmp_path_factory, request):
             cleanup.callback(net.stop)
             net.start()
             hosts = [net.get(_host(topo_doc["dpids"][n])[0]) for n in topo_doc["nodes"]]
-            for h in hosts:
-                h.cmd(f"ethtool -K {h.name}-eth0 tx off")
             _wait("a fallback while inference is down",
                   lambda: 'tellm_fallback_total{reason="unavailable"}' in _metrics_text(ports["controller_metrics"]),
                   45, controller)
