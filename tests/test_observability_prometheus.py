@@ -432,3 +432,14 @@ def test_shared_latency_name_is_told_apart_by_job(stack):
                     + "; ".join(stack.unavailable.get(j, "") for j in needed if j in stack.unavailable))
     result = stack.query("count by (job) (tellm_inference_request_duration_seconds_count)")
     assert {r["metric"]["job"] for r in result} == needed
+
+
+@pytest.mark.mininet
+def test_link_series_are_bounded_by_the_topology(stack):
+    """Label cardinality: one `link` series per directed link of the configured topology, no more."""
+    if JOBS["controller"] not in stack.available:
+        pytest.skip(f"needs job {JOBS['controller']}: {stack.unavailable[JOBS['controller']]}")
+    topo = yaml.safe_load(TOPOLOGY.read_text())
+    for metric in ("tellm_link_utilization_ratio", "tellm_link_throughput_bits_per_second"):
+        links = {r["metric"]["link"] for r in stack.query(f'{metric}{{job="{JOBS["controller"]}"}}')}
+        assert len(links) == 2 * len(topo["links"]), (metric, sorted(links))
