@@ -170,7 +170,8 @@ class TellmController(app_manager.OSKenApp):
             dp.send_msg(ofmsgs.packet_out(dp, port, ofmsgs.lldp_frame(dp.id, port, hw)))
 
     def _lldp_loop(self):
-        while not self._stop.wait(LLDP_PERIOD_SECONDS):
+        # Probe fast while declared links are still missing (switches connect one by one), slowly after.
+        while not self._stop.wait(1.0 if self.core.missing_links() else LLDP_PERIOD_SECONDS):
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
 
@@ -342,6 +343,14 @@ class TellmController(app_manager.OSKenApp):
 
     def _execute(self, plan: Plan) -> None:
         """Send the plan phase by phase; each phase ends with a barrier on every switch it touched."""
+        self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
+        log.info("update: %d operations in %d phases, %d groups", len(plan.ops), len(plan.phases), plan.group_updates)
+        try:
+            self._execute_phases(plan)
+        finally:
+            self.core.plans_done += 1
+
+    def _execute_phases(self, plan: Plan) -> None:
         for phase in plan.phases:
             by_dp: dict[int, list] = defaultdict(list)
             for op in phase:

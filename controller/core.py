@@ -20,7 +20,7 @@ from .failure import mask_split, path_alive
 from .groups import desired_state
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
-from .quantise import DEFAULT_TOTAL_WEIGHT, quantise_weights, weights_to_split
+from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
@@ -35,6 +35,8 @@ class ControllerConfig:
     ewma_alpha: float = 1.0  # weight of the newest TM measurement (1 = no smoothing)
     history: int = 60  # TM snapshots kept
     total_weight: int = DEFAULT_TOTAL_WEIGHT
+    #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
+    weight_deadband: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class ControllerCore:
         self._routed_link_up: np.ndarray | None = None
         self.snapshot: dict = {}
         self.loops = 0
+        self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
+        self.plans_done = 0
         self._last_stranded = 0
 
     # ------------------------------------------------------------------ discovery
@@ -244,13 +248,11 @@ class ControllerCore:
         self._last_stranded = masked.stranded_pairs.size
         w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
+        w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
         desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port)
-        conn = self.disc.connected
-        labels = {k: v for k, v in desired.labels.items() if k[0] in conn}
-        groups = {k: v for k, v in desired.groups.items() if k[0] in conn}
-        plan = plan_update(self.installed, type(desired)(labels, groups))
-        return plan
+        desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
+        return plan_update(self.installed, desired)
 
     def commit(self, plan: Plan) -> None:
         self.installed = plan.after
@@ -275,21 +277,14 @@ class ControllerCore:
         m.shortest_path_mlu.set(mlu(self.topo, link_loads(self.paths, sp, demand)))
 
     def make_snapshot(self) -> dict:
-        """The JSON document of GET /state (plain types only)."""
+        """What GET /state serves (see state_json), frozen at the end of an interval."""
         topo, up = self.topo, self.link_up()
         thr = self.link_throughput_bps()
         util = thr / topo.capacity_bps
         tm = self.tm.matrix()
-        groups = {}
-        if self.weights is not None:
-            alive = path_alive(self.paths, up)
-            realised = weights_to_split(self.weights, self.paths.pair_ptr)
-            for p in range(self.paths.num_pairs):
-                a, b = self.paths.pair_ptr[p], self.paths.pair_ptr[p + 1]
-                groups[self._pair_name(p)] = [
-                    {"path": [topo.nodes[n] for n in self.paths.path_nodes(topo, j)], "label": j + 16,
-                     "weight": int(self.weights[j]), "split": float(realised[j]), "alive": bool(alive[j])}
-                    for j in range(a, b)]
+        # Per-pair groups are expanded only when someone reads them (state_json): building dicts for
+        # every path of a large network each interval would dominate the control loop.
+        frozen = None if self.weights is None else (self.weights, path_alive(self.paths, up))
         r = self.routing
         demand = self.pair_demand_bps(tm)
         sp = shortest_path_split(topo, self.paths, topo.weight + 1e9 * (up <= 0.5))
@@ -314,7 +309,30 @@ class ControllerCore:
             "router_configured": getattr(self.router, "name", str(self.router)),
             "last_routing_time": self.routing_time,
             "routing_seconds": None if r is None else r.seconds,
-            "groups": groups,
             "loops": self.loops,
+            "_groups": frozen,  # expanded by state_json
             "time": time.time(),
         }
+
+    def groups_json(self, frozen: tuple[np.ndarray, np.ndarray] | None) -> dict:
+        """{"s->d": [{path, label, weight, split, alive}]} for the weights of one snapshot."""
+        if frozen is None:
+            return {}
+        weights, alive = frozen
+        topo, paths = self.topo, self.paths
+        realised = weights_to_split(weights, paths.pair_ptr)
+        out = {}
+        for p in range(paths.num_pairs):
+            a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
+            out[self._pair_name(p)] = [
+                {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": j + 16,
+                 "weight": int(weights[j]), "split": float(realised[j]), "alive": bool(alive[j])}
+                for j in range(a, b)]
+        return out
+
+    def state_json(self) -> dict:
+        """GET /state: the last published snapshot, its groups, and live plan-execution counters."""
+        snap = dict(self.snapshot)
+        frozen = snap.pop("_groups", None)
+        return {**snap, "groups": self.groups_json(frozen), "plans_started": self.plans_started,
+                "plans_done": self.plans_done}

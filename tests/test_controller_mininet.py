@@ -124,11 +124,24 @@ def test_all_hosts_ping(diamond):
     assert diamond.net.pingAll(timeout=1) == 0.0
 
 
-def _check_installed_matches_plan(state: dict) -> int:
+def _settled_dumps(ctx: Ctx, tries: int = 20):
+    """(state, groups, flows) read while no plan was being executed (the same finished plan before and
+    after the dumps), so that the switches hold exactly the plan the state describes."""
+    for _ in range(tries):
+        before = ctx.state()
+        groups = {s: cn.parse_groups(cn.ofctl("dump-groups", s)) for s in cn.SWITCHES}
+        flows = {s: cn.ofctl("dump-flows", s) for s in cn.SWITCHES}
+        after = ctx.state()
+        if before["plans_started"] == before["plans_done"] == after["plans_started"] == after["plans_done"]:
+            return after, groups, flows
+        time.sleep(0.2)
+    raise AssertionError("the controller never stopped updating the switches")
+
+
+def _check_installed_matches_plan(ctx: Ctx) -> int:
     """Compare ovs-ofctl dumps with the plan in /state; returns the number of weighted buckets checked."""
+    state, groups, flows = _settled_dumps(ctx)
     links = {(link["src"], link["dst"]): link["port"] for link in state["topology"]["links"]}
-    groups = {s: cn.parse_groups(cn.ofctl("dump-groups", s)) for s in cn.SWITCHES}
-    flows = {s: cn.ofctl("dump-flows", s) for s in cn.SWITCHES}
     checked = 0
     for pair, paths in state["groups"].items():
         src, dst = pair.split("->")
@@ -155,9 +168,8 @@ def _check_installed_matches_plan(state: dict) -> int:
 
 
 def test_installed_groups_and_flows_match_plan(diamond):
-    state = diamond.state()
-    assert len(state["groups"]) == 12
-    assert _check_installed_matches_plan(state) >= 12
+    assert len(diamond.state()["groups"]) == 12
+    assert _check_installed_matches_plan(diamond) >= 12
     assert "selection_method=dp_hash" in cn.ofctl("dump-groups", "cs1")
 
 
@@ -217,11 +229,32 @@ def test_link_failure_is_repaired_locally(diamond):
         cls = re.search(r"nw_dst=10\.0\.4\.0/24 actions=group:(\d+)", cn.ofctl("dump-flows", "cs1"))
         buckets = cn.parse_groups(cn.ofctl("dump-groups", "cs1"))[int(cls.group(1))]
         assert [b["port"] for b in buckets] == [port_cs3]
-        assert _check_installed_matches_plan(state) >= 12
+        assert _check_installed_matches_plan(diamond) >= 12
         assert net.pingAll(timeout=1) == 0.0  # every pair still has a path: none is blackholed
     finally:
         net.configLinkStatus("cs1", "cs2", "up")
     diamond.wait(lambda s: all(link["up"] for link in s["topology"]["links"]), 10, "the link to come back")
+
+
+def test_switch_reconnect_reinstalls_its_state(diamond):
+    # cs2 loses its controller and all of its state (as after a switch restart), then comes back.
+    target = subprocess.run(["ovs-vsctl", "get-controller", "cs2"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    subprocess.run(["ovs-vsctl", "del-controller", "cs2"], check=True)
+    try:
+        diamond.wait(lambda s: 2 not in s["topology"]["connected_switches"], 10, "cs2 to disconnect")
+        cn.ofctl("del-flows", "cs2")
+        cn.ofctl("del-groups", "cs2")
+        assert "mpls_label" not in cn.ofctl("dump-flows", "cs2")
+    finally:
+        subprocess.run(["ovs-vsctl", "set-controller", "cs2", *target], check=True)
+    state = diamond.wait(lambda s: 2 in s["topology"]["connected_switches"]
+                         and all(link["up"] for link in s["topology"]["links"])
+                         and any("cs2" in p["path"] and p["weight"] > 0 for p in s["groups"]["cs1->cs4"]),
+                         15, "cs2 back with its links and carrying traffic")
+    assert _check_installed_matches_plan(diamond) >= 12
+    assert diamond.net.pingAll(timeout=1) == 0.0
+    assert state["router"] == "lp"
 
 
 def test_metrics_served(diamond):

@@ -4,6 +4,8 @@ serialise, so malformed messages fail here) every OpenFlow 1.5 message the app s
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,7 +23,8 @@ from tellm.controller.groups import POP, Bucket  # noqa: E402
 from tellm.controller.planner import Op, OpKind  # noqa: E402
 from tellm.controller.routers import LPRouter  # noqa: E402
 
-from test_controller_logic import diamond, diamond_paths  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
+from controller_fixtures import diamond, diamond_paths  # noqa: E402
 
 
 class FakeDatapath:
