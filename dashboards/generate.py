@@ -91,8 +91,8 @@ MLU_THRESHOLDS = (("green", None), ("yellow", 0.7), ("red", 0.9))
 POLICY_CHANGES = Annotation("Policy changes", f"increase(tellm_policy_changes_total{{{POLICY}}}[$__interval]) > 0",
                             "policy changed", "blue")
 POLICY_ROLLBACKS = Annotation("Policy rollbacks",
-                              f"increase(tellm_policy_rollbacks_total{{{POLICY}}}[$__interval]) > 0",
-                              "policy rolled back", "red")
+                              f"sum by (trigger) (increase(tellm_policy_rollbacks_total{{{POLICY}}}[$__interval])) > 0",
+                              "policy rolled back ({{trigger}})", "red")
 MODEL_RELOADS = Annotation("Model reloads",
                            f"sum by (result) (increase(tellm_inference_model_reloads_total{{{INFERENCE}}}"
                            f"[$__interval])) > 0", "model reload: {{result}}", "purple")
@@ -260,8 +260,10 @@ POLICY_DASH = Dashboard(
                   (Target(f"tellm_policy_changes_total{{{POLICY}}}", instant=True),),
                   "Policy changes applied.", width=8, height=5),
             Panel("Rollbacks since start", "stat",
-                  (Target(f"tellm_policy_rollbacks_total{{{POLICY}}}", instant=True),),
-                  "Policy changes rolled back.", width=8, height=5, thresholds=(("green", None), ("orange", 1))),
+                  (Target(f"sum by (trigger) (tellm_policy_rollbacks_total{{{POLICY}}})", "{{trigger}}",
+                          instant=True),),
+                  "Policy changes rolled back, by trigger (automatic or requested).", width=8, height=5,
+                  thresholds=(("green", None), ("orange", 1))),
             Panel("Objective over time", "state-timeline",
                   (Target(f"tellm_policy_info{{{POLICY}}} == 1", "{{policy}}"),),
                   "Which objective was in force when.", width=24, height=5,
@@ -271,8 +273,14 @@ POLICY_DASH = Dashboard(
             MLU_VS_SP,
             Panel("Policy changes and rollbacks", "timeseries",
                   (Target(f"increase(tellm_policy_changes_total{{{POLICY}}}[{RATE}])", "changes"),
-                   Target(f"increase(tellm_policy_rollbacks_total{{{POLICY}}}[{RATE}])", "rollbacks")),
-                  "Changes and rollbacks per rate window.", unit="short", width=24, min=0),
+                   Target(f"sum by (trigger) (increase(tellm_policy_rollbacks_total{{{POLICY}}}[{RATE}]))",
+                          "rollbacks ({{trigger}})")),
+                  "Changes and rollbacks per rate window.", unit="short", min=0),
+            Panel("Actions refused by guardrails", "timeseries",
+                  (Target(f"sum by (tool) (increase(tellm_policy_actions_rejected_total{{{POLICY}}}[{RATE}]))",
+                          "{{tool}}"),),
+                  "Policy actions the guardrails refused (rate limit, bounds, what-if check), by tool.",
+                  unit="short", min=0),
         )),
     ),
     annotations=(POLICY_CHANGES, POLICY_ROLLBACKS),

@@ -18,7 +18,7 @@ DASHBOARD_DIR = ROOT / "dashboards"
 EXPORTER_MODULES = {
     "controller": ("tellm.controller.metrics", "issue 5 (controller)"),
     "inference": ("tellm.inference.metrics", "issue 4 (inference service)"),
-    "policy": ("tellm.policy.metrics", "issue 8 (policy daemon)"),
+    "policy": ("tellm.policy.guard", "issue 8 (policy daemon)"),
 }
 
 _NAME_RE = re.compile(r"\btellm_[a-z0-9_]+")

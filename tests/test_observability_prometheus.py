@@ -163,6 +163,14 @@ def _controller_unavailable() -> str | None:
     return None
 
 
+def _policy_unavailable() -> str:
+    if "policy" not in _subcommands():
+        return "`tellm policy` (issue 8, policy daemon) is not on this branch: no process exports tellm_policy_*"
+    # The daemon exists, but its series only appear once it applies or rolls back a policy, which
+    # needs PolicyService and minutes of decisions; this test does not stage that yet.
+    return "this test does not run the policy daemon (issue 8) yet"
+
+
 def _ensure_ovs() -> None:
     if subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True).returncode == 0:
         return
@@ -277,8 +285,7 @@ def stack(tmp_path_factory, request):
         reasons = {JOBS["inference"]: _inference_unavailable(),
                    JOBS["controller"]: _controller_unavailable() if wants_network else
                    "deselected: no selected test is marked mininet",
-                   JOBS["policy"]: "the policy daemon (issue 8) is not built yet: no process exports "
-                                   "tellm_policy_* metrics"}
+                   JOBS["policy"]: _policy_unavailable()}
         ports = {"inference_grpc": _free_port(), "inference_metrics": _free_port(), "controller_metrics": _free_port(),
                  "controller_api": _free_port(), "of": _free_port()}
         targets = {}
