@@ -21,9 +21,10 @@ cp "$DATA"/topologyzoo/{Abilene,Cogentco,Kdl}.graphml "$D/data/topologyzoo/"
 cp "$DATA"/sndlib/networks/geant.xml "$D/data/sndlib/networks/"
 CACHE="${TELLM_CACHE_DIR:-$HOME/.cache/tellm}/paths"
 for t in Abilene geant Cogentco Kdl; do
-  f=$(ls -t "$CACHE/$t"-*-shortest-weight-k4.npz 2>/dev/null | head -1 || true)
-  if [[ -z "$f" ]]; then
-    echo "no cached paths for $t (run: tellm paths -t $t); on the device pass --synthetic-paths $t" >&2
+  # The cache file the benchmark will look for: name and content hash of the topology as loaded.
+  f="$CACHE/$(TELLM_DATA_DIR="$DATA" "$PY" -c "import sys; from tecore import load_topology; t = load_topology(sys.argv[1]); print(f'{t.name}-{t.content_hash}-shortest-weight-k4.npz')" "$t")"
+  if [[ ! -f "$f" ]]; then
+    echo "no cached paths $f (run: tellm paths -t $t); on the device pass --synthetic-paths $t" >&2
     continue
   fi
   cp "$f" "$D/cache/paths/"

@@ -28,7 +28,7 @@ from .topologies import TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
-#: Kdl at k=4 registers ~2.3M paths and ~20M path-link entries (~60 MB on the wire); leave headroom.
+#: Kdl at k=4 registers 2.27M paths and ~52M path-link entries (~105 MB on the wire); leave headroom.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
