@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from tecore import compute_paths, generate, load_topology
 from tellm.controller.core import ControllerCore
 from tellm.controller.failure import mask_split
 from tellm.controller.groups import desired_state
 from tellm.controller.planner import Installed, plan_update
 from tellm.controller.quantise import quantise_weights
 from tellm.controller.routers import ECMPRouter, LPRouter
+
+from tecore import compute_paths, generate, load_topology
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -69,14 +69,14 @@ def bench(name: str, k: int, repeats: int) -> dict:
         for lid in range(topo.num_links):
             core.link_discovered(int(topo.src[lid]) + 1, int(port[lid]), int(topo.dst[lid]) + 1, 1000 + lid)
         n = topo.num_nodes
-        src, dst = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        _, dst = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         for s in range(n):
             core.class_stats(s + 1, dst[s] + 1, np.zeros(n, dtype=np.uint64), 0.0)
             core.class_stats(s + 1, dst[s] + 1, (tm[s] / 8).astype(np.uint64), 1.0)
 
         scale = [1.0]
 
-        def interval():
+        def interval(core=core, n=n, dst=dst, scale=scale):  # bound now: defined inside a loop
             # Steady state: the TM drifts by a few percent per interval (each pair independently).
             scale[0] += 1.0
             drift = rng.uniform(0.95, 1.05, size=(n, n))

@@ -36,6 +36,8 @@ log = logging.getLogger("tellm.controller")
 RUNTIME: dict = {}
 BARRIER_TIMEOUT_SECONDS = 2.0
 LLDP_PERIOD_SECONDS = 5.0
+#: Realised splits are read from group counters only on networks this small (one group per pair).
+GROUP_STATS_MAX_NODES = 60
 
 
 class TellmController(app_manager.OSKenApp):
@@ -252,6 +254,15 @@ class TellmController(app_manager.OSKenApp):
             self.core.class_stats(ev.msg.datapath.id, np.array(dests, dtype=np.int64),
                                   np.array(counts, dtype=np.uint64), now)
 
+    @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
+    def _group_stats(self, ev):
+        now = time.monotonic()
+        dpid = ev.msg.datapath.id
+        with self.lock:
+            for g in ev.msg.body:
+                self.core.group_stats(dpid, g.group_id, np.array([b.byte_count for b in g.bucket_stats],
+                                                                 dtype=np.uint64), now)
+
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev):
         log.debug("barrier reply dpid=%d xid=%d", ev.msg.datapath.id, ev.msg.xid)
@@ -306,6 +317,8 @@ class TellmController(app_manager.OSKenApp):
             try:
                 dp.send_msg(ofmsgs.port_stats_request(dp))
                 dp.send_msg(ofmsgs.class_stats_request(dp))
+                if self.core.topo.num_nodes <= GROUP_STATS_MAX_NODES:
+                    dp.send_msg(ofmsgs.group_stats_request(dp))
             except Exception as exc:  # a switch that just went away
                 log.debug("stats request to dpid=%s failed: %s", dp.id, exc)
 

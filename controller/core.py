@@ -15,7 +15,7 @@ import numpy as np
 
 from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 
-from .counters import RateEstimator
+from .counters import RateEstimator, counter_delta
 from .failure import mask_split, path_alive
 from .groups import desired_state
 from .metrics import Metrics
@@ -95,6 +95,9 @@ class ControllerCore:
         self.snapshot: dict = {}
         self.loops = 0
         self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
+        #: (dpid, group id) -> (time, bucket byte counters) and -> realised share of each bucket
+        self._bucket_bytes: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+        self.realised: dict[tuple[int, int], np.ndarray] = {}
         self.plans_done = 0
         self._last_stranded = 0
 
@@ -206,6 +209,19 @@ class ControllerCore:
         self.tm.update(np.full(int(ok.sum()), s), dests[ok], np.asarray(byte_count, dtype=np.uint64)[ok],
                        time_seconds)
 
+    def group_stats(self, dpid: int, group_id: int, bucket_bytes: np.ndarray, time_seconds: float) -> None:
+        """Per-bucket byte counters of one select group: the split the switch really realises."""
+        key = (dpid, group_id)
+        cur = np.asarray(bucket_bytes, dtype=np.uint64)
+        prev = self._bucket_bytes.get(key)
+        self._bucket_bytes[key] = (time_seconds, cur)
+        if prev is None or prev[1].shape != cur.shape or time_seconds <= prev[0]:
+            return
+        delta = counter_delta(prev[1], cur).astype(np.float64)
+        total = delta.sum()
+        if total > 0:
+            self.realised[key] = delta / total
+
     def link_throughput_bps(self) -> np.ndarray:
         return self.link_rates.rate * 8.0 * self.link_up()
 
@@ -284,7 +300,10 @@ class ControllerCore:
         tm = self.tm.matrix()
         # Per-pair groups are expanded only when someone reads them (state_json): building dicts for
         # every path of a large network each interval would dominate the control loop.
-        frozen = None if self.weights is None else (self.weights, path_alive(self.paths, up))
+        inst = self.installed
+        gid_of = dict(zip(inst.state.group_keys.tolist(), inst.group_ids.tolist()))
+        frozen = None if self.weights is None else (self.weights, path_alive(self.paths, up), gid_of,
+                                                     dict(self.realised))
         r = self.routing
         demand = self.pair_demand_bps(tm)
         sp = shortest_path_split(topo, self.paths, topo.weight + 1e9 * (up <= 0.5))
@@ -314,19 +333,30 @@ class ControllerCore:
             "time": time.time(),
         }
 
-    def groups_json(self, frozen: tuple[np.ndarray, np.ndarray] | None) -> dict:
-        """{"s->d": [{path, label, weight, split, alive}]} for the weights of one snapshot."""
+    def groups_json(self, frozen) -> dict:
+        """{"s->d": [{path, label, weight, split, alive, realised}]} for the weights of one snapshot.
+
+        ``realised``: the share of the bucket's bytes in the last polling interval, read from the
+        switch's group counters (None when the path has no bucket or the group carried nothing)."""
         if frozen is None:
             return {}
-        weights, alive = frozen
+        weights, alive, gid_of, realised = frozen
         topo, paths = self.topo, self.paths
-        realised = weights_to_split(weights, paths.pair_ptr)
+        split = weights_to_split(weights, paths.pair_ptr)
         out = {}
         for p in range(paths.num_pairs):
             a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
+            s_dp, d_dp = int(self.node_dpid[paths.pairs[p, 0]]), int(self.node_dpid[paths.pairs[p, 1]])
+            gid = gid_of.get((s_dp << 32) | d_dp)
+            shares = realised.get((s_dp, gid)) if gid is not None else None
+            active = [j for j in range(a, b) if weights[j] > 0]
+            if shares is not None and len(shares) != len(active):
+                shares = None  # counters of an older group layout
+            bucket = {j: i for i, j in enumerate(active)}
             out[self._pair_name(p)] = [
                 {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": j + 16,
-                 "weight": int(weights[j]), "split": float(realised[j]), "alive": bool(alive[j])}
+                 "weight": int(weights[j]), "split": float(split[j]), "alive": bool(alive[j]),
+                 "realised": None if shares is None or j not in bucket else float(shares[bucket[j]])}
                 for j in range(a, b)]
         return out
 

@@ -83,7 +83,7 @@ class DesiredState:
 
     @classmethod
     def from_dicts(cls, labels: dict[tuple[int, int], int],
-                   groups: dict[tuple[int, int], tuple[Bucket, ...]]) -> "DesiredState":
+                   groups: dict[tuple[int, int], tuple[Bucket, ...]]) -> DesiredState:
         lk = label_key([k[0] for k in labels], [k[1] for k in labels]) if labels else _EMPTY
         lp = np.array(list(labels.values()), dtype=np.int64) if labels else _EMPTY
         order = np.argsort(lk)
@@ -95,7 +95,7 @@ class DesiredState:
                    np.array([b.port for b in rows], dtype=np.int64), np.array([b.weight for b in rows], dtype=np.int64))
 
     # -------------------------------------------------------------- selection
-    def select_groups(self, keep: np.ndarray) -> "DesiredState":
+    def select_groups(self, keep: np.ndarray) -> DesiredState:
         """Only the groups where ``keep`` [G] is True (labels unchanged)."""
         keep = np.asarray(keep, dtype=bool)
         counts = np.diff(self.group_ptr)
@@ -104,7 +104,7 @@ class DesiredState:
                             np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64),
                             self.bucket_label[rows], self.bucket_port[rows], self.bucket_weight[rows])
 
-    def on_switches(self, dpids: np.ndarray) -> "DesiredState":
+    def on_switches(self, dpids: np.ndarray) -> DesiredState:
         """Only what lives on the given switches (e.g. the connected ones)."""
         dpids = np.asarray(dpids, dtype=np.int64)
         lk = np.isin(self.label_keys >> _LABEL_BITS, dpids)

@@ -8,20 +8,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tecore import PathSet, Topology, check_split, link_loads, mlu, solve_min_mlu
 from tellm.controller.core import ControllerConfig, ControllerCore
 from tellm.controller.counters import COUNTER64, RateEstimator, counter_delta
 from tellm.controller.failure import mask_split, path_alive, restrict_paths
 from tellm.controller.groups import LABEL_BASE, POP, Bucket, desired_state
 from tellm.controller.planner import Installed, OpKind, group_id, plan_update
 from tellm.controller.quantise import apply_deadband, quantise_weights, weights_to_split
-from tellm.controller.routers import (ECMPRouter, FallbackRouter, LPRouter, RouterFailure, Routing,
-                                      RoutingInput, make_router)
+from tellm.controller.routers import (
+    ECMPRouter,
+    FallbackRouter,
+    LPRouter,
+    RouterFailure,
+    Routing,
+    RoutingInput,
+    make_router,
+)
 from tellm.controller.tm import TMEstimator, relative_change
 
+from tecore import Topology, check_split
+
 sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
-from controller_fixtures import diamond, diamond_paths  # noqa: E402
+from controller_fixtures import diamond, diamond_paths
 
 
 @pytest.fixture
@@ -112,7 +119,7 @@ def test_desired_state_labels_and_groups(net):
     for (u, v), lid in li.items():
         port[lid] = 10 + v  # port towards node v is 10 + v on every switch
     p = paths.pair_lookup[0, 3]
-    a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
+    a = paths.pair_ptr[p]
     w = np.zeros(paths.num_paths, dtype=np.int64)
     w[a], w[a + 1] = 192, 64
     st = desired_state(topo, paths, w, dpid, port)
@@ -332,6 +339,13 @@ def test_core_measures_routes_and_fails_over(net):
     snap = core.state_json()
     assert snap["router"] == "lp" and snap["mlu"] == pytest.approx(0.75)
     assert [p["weight"] for p in snap["groups"]["s1->s4"]] in ([0, 256], [256, 0])
+    # Group counters give the realised split of the installed group (one bucket now).
+    gid = core.installed.groups[(1, 4)][0]
+    core.group_stats(1, gid, np.array([1000]), 1.0)
+    core.group_stats(1, gid, np.array([5000]), 2.0)
+    core.snapshot = core.make_snapshot()
+    used = [p for p in core.state_json()["groups"]["s1->s4"] if p["weight"] > 0]
+    assert [p["realised"] for p in used] == [1.0]
     assert snap["topology"]["links"][topo.link_index[(0, 1)]]["up"] is False
     import json
     json.dumps(snap)

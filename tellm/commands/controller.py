@@ -93,7 +93,8 @@ def run(args) -> int:
     from tellm.controller.core import ControllerConfig, ControllerCore
     from tellm.controller.metrics import Metrics
     from tellm.controller.routers import make_router
-    from tellm.controller.runner import ServeOptions, run as serve
+    from tellm.controller.runner import ServeOptions
+    from tellm.controller.runner import run as serve
 
     logging.getLogger("tellm.controller").setLevel(min(logging.getLogger().level, logging.WARNING))
     metrics = Metrics()
