@@ -18,7 +18,6 @@ COMMAND_MODULES = [
     "tellm.commands.paths",
     "tellm.commands.model",
     "tellm.inference.cli",
-
     "tellm.commands.controller",
 ]
 
