@@ -38,7 +38,7 @@ class PolicyBackend(Protocol):
 class GuardConfig:
     min_change_interval_seconds: float = 300.0  # at most one change per interval
     rollback_threshold: float = 0.10  # relative MLU worsening that triggers a rollback ...
-    rollback_min_increase: float = 0.02  # ... and at least this much absolute MLU (noise floor)
+    rollback_min_increase: float = 0.05  # ... and at least this much absolute MLU (measurement noise floor)
     rollback_window_seconds: float = 60.0  # how long after a change a regression rolls it back
     dry_run: bool = False
     topology_id: str = DEFAULT_TOPOLOGY

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .guard import ActionRejected
 from .policies import Policy, make_policy
 from .tools import PolicyTools, ToolError
 
@@ -72,11 +73,11 @@ class RuleEngine:
         d = decide(tools.history.stats(self.config.window_samples), self.config)
         if d.policy is None:
             return {"engine": self.name, "action": "none", "reason": d.reason}
-        if tools.actuator.current().policy == d.policy:
-            return {"engine": self.name, "action": "none", "reason": d.reason + " (already active)"}
         try:
+            if tools.actuator.current().policy == d.policy:
+                return {"engine": self.name, "action": "none", "reason": d.reason + " (already active)"}
             out = tools.call("apply_policy", {"policy": d.policy.name, "params": dict(d.policy.params),
                                               "reason": d.reason}, engine=self.name)
-        except ToolError as exc:
+        except (ToolError, ActionRejected) as exc:
             return {"engine": self.name, "action": "rejected", "reason": d.reason, "error": str(exc)}
         return {"engine": self.name, "action": out["outcome"], "reason": d.reason, "result": out}
