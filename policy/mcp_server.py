@@ -11,19 +11,23 @@ from typing import Any
 from .tools import TOOL_SCHEMAS, PolicyTools, ToolError
 
 
-def _server_class():
-    try:  # mcp >= 2
+def _sdk():
+    """(server class, the SDK's ToolError): MCPServer in mcp >= 2, FastMCP in mcp 1.x."""
+    try:
         from mcp.server.mcpserver import MCPServer
+        from mcp.server.mcpserver.exceptions import ToolError as SDKToolError
 
-        return MCPServer
-    except ImportError:  # mcp 1.x
+        return MCPServer, SDKToolError
+    except ImportError:
         from mcp.server.fastmcp import FastMCP
+        from mcp.server.fastmcp.exceptions import ToolError as SDKToolError
 
-        return FastMCP
+        return FastMCP, SDKToolError
 
 
 def build_server(tools: PolicyTools, engine: str = "mcp"):
-    server = _server_class()(name="tellm-policy", instructions=(
+    server_cls, sdk_tool_error = _sdk()
+    server = server_cls(name="tellm-policy", instructions=(
         "Choose tellm's traffic-engineering objective. Inspect state, evaluate candidates, then apply one "
         "policy with a reason. Guardrails (bounds, rate limit, automatic rollback) apply."))
     desc = {t["name"]: t["description"] for t in TOOL_SCHEMAS}
@@ -33,8 +37,9 @@ def build_server(tools: PolicyTools, engine: str = "mcp"):
             return tools.call(name, {k: v for k, v in args.items() if v is not None}, engine=engine,
                               context=str(args.get("reason", "")))
         except ToolError as exc:
-            # The SDK turns an exception into an isError result carrying this message.
-            raise ValueError(str(exc)) from None
+            # The SDK's ToolError becomes an error result carrying this message (other exceptions
+            # are reported as crashes without their text).
+            raise sdk_tool_error(str(exc)) from None
 
     @server.tool(name="get_network_state", description=desc["get_network_state"])
     def get_network_state() -> dict:
