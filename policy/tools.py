@@ -145,7 +145,8 @@ class WhatIf:
             routed = self._route_model(reg, demand, policy.to_vector())
             if routed is None:
                 res = solve_policy_lp(reg.topo, reg.paths, demand, latency_weight=lam, headroom_fraction=h)
-                value, engine = res.value, "tecore per-policy LP (HiGHS); inference service not reachable"
+                why = "inference service not reachable" if self.inference_address else "no inference service configured"
+                value, engine = res.value, f"tecore per-policy LP (HiGHS); {why}"
             else:
                 split, engine = routed
                 value = evaluate_objective(reg.topo, reg.paths, demand, split, lam, h)

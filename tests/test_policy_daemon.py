@@ -73,7 +73,11 @@ def test_rule_daemon_on_recorded_controller_states(grpc_policy, tmp_path):
     assert [a["outcome"] for a in applies] == ["applied"] * 3
     assert all(a["engine"] == "rules" and a["reason"] and a["timestamp"] > 0 for a in applies)
     assert "bursty" in applies[1]["reason"] and "congestion" in applies[2]["reason"]
-    assert tools.actuator.metrics.changes._value.get() == 3
+    from prometheus_client import generate_latest
+
+    text = generate_latest(tools.actuator.metrics.registry).decode()
+    assert 'tellm_policy_info{policy="min_mlu"} 1.0' in text and "latency_aware" not in text
+    assert "tellm_policy_changes_total 3.0" in text and "tellm_policy_rollbacks_total" in text
     assert any(a["tool"] == "confirm" for a in audit)  # survived the rollback window
 
 
