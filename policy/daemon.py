@@ -65,3 +65,21 @@ class PolicyDaemon:
             if on_step:
                 on_step(out)
             stop.wait(max(0.0, self.poll_interval_seconds - (time.monotonic() - t0)))
+
+
+class ObserveOnly:
+    """Engine for the MCP server's background loop: keeps state, history and automatic rollback
+    running while an outside agent makes the decisions."""
+
+    name = "observe"
+
+    def decide(self, tools: PolicyTools) -> dict:
+        return {"engine": self.name, "action": "none"}
+
+
+def start_background(tools: PolicyTools, poll_interval_seconds: float) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    d = PolicyDaemon(tools, ObserveOnly(), poll_interval_seconds, decide_every=1)
+    t = threading.Thread(target=d.run, args=(stop,), name="policy-observer", daemon=True)
+    t.start()
+    return stop, t

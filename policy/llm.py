@@ -130,16 +130,19 @@ class LLMEngine:
         args = fn.get("arguments", "{}") if isinstance(fn, dict) else None
         record: dict = {"name": name, "arguments": args}
         try:
-            if n_before >= self.config.max_tool_calls:
-                raise ToolError(f"tool call limit ({self.config.max_tool_calls}) per decision reached")
-            if not isinstance(fn, dict) or not isinstance(name, str):
-                raise ToolError("malformed tool call: expected {'function': {'name': ..., 'arguments': ...}}")
+            try:
+                if n_before >= self.config.max_tool_calls:
+                    raise ToolError(f"tool call limit ({self.config.max_tool_calls}) per decision reached")
+                if not isinstance(fn, dict) or not isinstance(name, str):
+                    raise ToolError("malformed tool call: expected {'function': {'name': ..., 'arguments': ...}}")
+            except ToolError as exc:  # refused before dispatch: audited here (dispatch audits its own)
+                tools.actuator.audit.record(self.name, "tool_call", repr(tc)[:300], text, f"rejected: {exc}")
+                raise
             result = tools.call(name, args, engine=self.name, context=text)
-            record.update(ok=True, result=result, applied=bool(result.get("applied")) and name in ("apply_policy", "rollback"))
+            record.update(ok=True, result=result,
+                          applied=bool(result.get("applied")) and name in ("apply_policy", "rollback"))
             content = json.dumps(result, default=str)
         except ToolError as exc:
-            if not isinstance(fn, dict) or not isinstance(name, str) or "limit" in str(exc):
-                tools.actuator.audit.record(self.name, "tool_call", repr(tc)[:300], text, f"rejected: {exc}")
             record.update(ok=False, error=str(exc), applied=False)
             content = json.dumps({"error": str(exc)})
         messages.append({"role": "tool", "tool_call_id": call_id, "content": content})

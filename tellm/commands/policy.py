@@ -64,7 +64,9 @@ def register(sub) -> None:
 
     m = psub.add_parser("mcp", help="MCP server over stdio exposing the policy tools",
                         description="An MCP server (stdio) with get_network_state, get_mlu_history, "
-                                    "list_policies, evaluate_policy, apply_policy, rollback.")
+                                    "list_policies, evaluate_policy, apply_policy, rollback. A background "
+                                    "loop polls state (MLU history, automatic rollback) meanwhile.")
+    m.add_argument("--poll-interval", type=float, default=5.0, metavar="SECONDS")
     _add_source_args(m)
     m.set_defaults(func=_mcp)
 
@@ -159,8 +161,17 @@ def _run(args) -> int:
 def _mcp(args) -> int:
     from tellm.policy.mcp_server import build_server
 
+    from tellm.policy.daemon import start_background
+
     logging.getLogger().handlers[:] = [logging.StreamHandler(sys.stderr)]  # stdout is the MCP channel
-    build_server(build_tools(args)).run("stdio")
+    if args.poll_interval <= 0:
+        raise CLIError("--poll-interval must be > 0")
+    tools = build_tools(args)
+    stop, _ = start_background(tools, args.poll_interval)
+    try:
+        build_server(tools).run("stdio")
+    finally:
+        stop.set()
     return 0
 
 
