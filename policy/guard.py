@@ -117,7 +117,8 @@ class Actuator:
         self.clock = clock
         self._lock = threading.RLock()
         self._last_change_at: float | None = None
-        self._pending: _PendingChange | None = None
+        self._pending: _PendingChange | None = None  # watched for automatic rollback (within the window)
+        self._last: _PendingChange | None = None  # the last change made here: what `rollback` undoes
         self._last_state: NetworkState | None = None
         self._dry_run_policy: Policy | None = None
 
@@ -171,7 +172,7 @@ class Actuator:
                 raise ActionRejected(str(exc)) from None
             self._last_change_at = self.clock()
             base = self._last_state.mlu if self._last_state is not None else None
-            self._pending = _PendingChange(self._last_change_at, previous, policy, base)
+            self._pending = self._last = _PendingChange(self._last_change_at, previous, policy, base)
             self.metrics.changes.inc()
             self.metrics.set_active(policy)
             self.audit.record(engine, "apply_policy", args, reason, "applied", version=applied.version,
@@ -182,12 +183,17 @@ class Actuator:
     def rollback(self, reason: Any, engine: str, trigger: str = "requested") -> dict:
         """Return to the policy that was active before the last change made here."""
         with self._lock:
-            pending = self._pending
+            pending = self._last
             try:
                 if not isinstance(reason, str) or not reason.strip():
                     raise ActionRejected("rollback needs a non-empty 'reason' (it is audited)")
                 if pending is None:
-                    raise ActionRejected("nothing to roll back: no change made by this daemon is pending")
+                    raise ActionRejected("nothing to roll back: this daemon has made no change since it started "
+                                         "(or the last one was already rolled back)")
+                active = self.current().policy
+                if active != pending.after:
+                    raise ActionRejected(f"not rolling back: the active policy {active.label()} is not the one this "
+                                         f"daemon applied ({pending.after.label()}); someone else changed it")
             except ActionRejected as exc:
                 self.metrics.rejected.labels(tool="rollback").inc()
                 self.audit.record(engine, "rollback", {}, reason if isinstance(reason, str) else repr(reason),
@@ -205,7 +211,7 @@ class Actuator:
                 self.audit.record(engine, "rollback", {"to": target.to_dict()}, reason, f"failed: {exc}",
                                   trigger=trigger)
                 raise ActionRejected(str(exc)) from None
-            self._pending = None
+            self._pending = self._last = None
             # A rollback counts as a change for the rate limit: no flapping straight back.
             self._last_change_at = self.clock()
             self.metrics.rollbacks.labels(trigger=trigger).inc()

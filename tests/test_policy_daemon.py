@@ -139,6 +139,13 @@ def test_regression_after_the_window_is_kept(grpc_policy, tmp_path):
     clock.advance(11)
     assert tools.actuator.observe(tools.refresh()) is None
     assert store.get().policy.name == "headroom"
+    # A requested rollback still undoes it after the window ...
+    client.set_policy(make_policy("latency_aware"), reason="someone else")
+    with pytest.raises(ActionRejected, match="someone else changed it"):
+        tools.actuator.rollback("undo", engine="t")
+    client.set_policy(make_policy("headroom"), reason="back")
+    assert tools.call("rollback", {"reason": "undo"}, engine="t")["policy"]["name"] == "min_mlu"
+    assert store.get().policy.name == "min_mlu"
 
 
 def test_daemon_survives_state_and_service_outages(tmp_path):
