@@ -16,6 +16,7 @@ from .errors import CLIError
 COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
+    "tellm.commands.model",
     "tellm.commands.policy",
 ]
 
