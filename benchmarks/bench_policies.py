@@ -74,7 +74,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--model", type=Path, default=ROOT / "inference" / "models" / "tellm-te.onnx")
     ap.add_argument("--out", type=Path, default=RESULTS / "policies.json")
+    ap.add_argument("--table", type=Path, help="only print the Markdown table of an existing result file")
     args = ap.parse_args()
+    if args.table:
+        print_table(json.loads(args.table.read_text()))
+        return
     topologies = args.topology or ["Abilene", "geant", "GtsCe"]
     sess, model_hash = load_model(args.model)
     doc = {"command": "python benchmarks/bench_policies.py " + " ".join(f"--topology {t}" for t in topologies)
@@ -131,18 +135,23 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print_table(doc)
+
+
+def print_table(doc: dict) -> None:
     print()
-    print("| topology | policy | LP objective | LP MLU | LP stretch | gap model (geo / max) | gap shortest-path | "
-          "gap min-MLU split | LP solve s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| topology | policy | LP objective | LP MLU | LP stretch | gap model (geo / max) | model MLU | model stretch "
+          "| gap shortest-path (geo / max) | gap min-MLU split (geo / max) | LP solve s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in doc["rows"]:
-        model = (f"{r['gap_model_geomean']:.3f} / {r['gap_model_max']:.3f}" if "gap_model_geomean" in r
-                 else "pending")
+        has = "gap_model_geomean" in r
+        model = f"{r['gap_model_geomean']:.3f} / {r['gap_model_max']:.3f}" if has else "pending"
+        mm = f"{r['model_mlu_mean']:.3f}" if has else "-"
+        ms = f"{r['model_latency_stretch_mean']:.3f}" if has else "-"
         print(f"| {r['topology']} | {r['policy']} | {r['lp_objective_mean']:.3f} | {r['lp_mlu_mean']:.3f} | "
-              f"{r['lp_latency_stretch_mean']:.3f} | {model} | {r['gap_shortest_geomean']:.3f} / "
+              f"{r['lp_latency_stretch_mean']:.3f} | {model} | {mm} | {ms} | {r['gap_shortest_geomean']:.3f} / "
               f"{r['gap_shortest_max']:.3f} | {r['gap_minmlu_lp_geomean']:.3f} / {r['gap_minmlu_lp_max']:.3f} | "
               f"{r['lp_solve_seconds_mean']:.3f} |")
-
 
 if __name__ == "__main__":
     main()
