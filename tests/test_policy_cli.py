@@ -45,3 +45,28 @@ def test_daemon_process_applies_and_cli_reads_back(tmp_path):
     assert down.returncode == 2 and "policy service: UNAVAILABLE" in down.stderr and "Traceback" not in down.stderr
     llm = tellm("policy", "run", "--engine", "llm", "--replay", str(FIXTURES / "controller_states.json"))
     assert llm.returncode == 2 and "TELLM_LLM_BASE_URL" in llm.stderr
+
+
+def test_llm_daemon_process_with_env_config(tmp_path):
+    from .test_policy_llm import ScriptedLLM, call, tool_msg
+
+    llm = ScriptedLLM([tool_msg(call("apply_policy", {"policy": "headroom", "params": {"fraction": 0.1},
+                                                      "reason": "scripted"})),
+                       {"role": "assistant", "content": "done"}])
+    srv, port, store = serve("127.0.0.1:0", PolicyStore())
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TELLM_LLM_BASE_URL": llm.url, "TELLM_LLM_MODEL": "m",
+               "TELLM_LLM_API_KEY": "k"}
+        r = subprocess.run([sys.executable, "-m", "tellm", "policy", "run", "--engine", "llm", "--replay",
+                            str(FIXTURES / "controller_states.json"), "--policy-service", f"127.0.0.1:{port}",
+                            "--inference", "", "--max-polls", "1", "--poll-interval", "0.01",
+                            "--audit", str(tmp_path / "a.jsonl")], capture_output=True, text=True, timeout=60,
+                           cwd=ROOT, env=env)
+        assert r.returncode == 0, r.stderr
+        step = json.loads(r.stdout.splitlines()[0])
+        assert step["decision"]["engine"] == "llm:m" and step["decision"]["applied"]
+        assert store.get().policy.params == {"fraction": 0.1} and store.get().reason == "scripted"
+        assert llm.headers[0]["Authorization"] == "Bearer k"
+    finally:
+        srv.stop(grace=None)
+        llm.close()
