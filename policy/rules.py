@@ -6,6 +6,10 @@
 - Mean MLU at or below ``low_mlu`` and calm: ``latency_aware`` with ``latency_weight`` — spare capacity
   is spent on shorter paths (streaming, interactive traffic).
 - Otherwise: keep the active policy (hysteresis band between the thresholds).
+
+Before applying anything but ``min_mlu`` the engine runs the what-if (evaluate_policy) on the
+current TM when the state source has one, and keeps the active policy if the candidate's predicted
+MLU would reach ``high_mlu``.
 """
 
 from __future__ import annotations
@@ -76,8 +80,19 @@ class RuleEngine:
         try:
             if tools.actuator.current().policy == d.policy:
                 return {"engine": self.name, "action": "none", "reason": d.reason + " (already active)"}
+            whatif = None
+            if d.policy.name != "min_mlu":
+                try:
+                    whatif = tools.call("evaluate_policy", {"policy": d.policy.name, "params": dict(d.policy.params)},
+                                        engine=self.name, context=d.reason)
+                except ToolError as exc:  # no TM (Prometheus source): decide on the rules alone
+                    whatif = {"unavailable": str(exc)}
+                if whatif.get("mlu") is not None and whatif["mlu"] >= self.config.high_mlu:
+                    return {"engine": self.name, "action": "none", "whatif": whatif,
+                            "reason": d.reason + f"; but what-if MLU {whatif['mlu']:.2f} >= {self.config.high_mlu:.2f} "
+                                                 f"({whatif['evaluated_with']}): keeping the active policy"}
             out = tools.call("apply_policy", {"policy": d.policy.name, "params": dict(d.policy.params),
                                               "reason": d.reason}, engine=self.name)
         except (ToolError, ActionRejected) as exc:
             return {"engine": self.name, "action": "rejected", "reason": d.reason, "error": str(exc)}
-        return {"engine": self.name, "action": out["outcome"], "reason": d.reason, "result": out}
+        return {"engine": self.name, "action": out["outcome"], "reason": d.reason, "result": out, "whatif": whatif}

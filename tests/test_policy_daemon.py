@@ -81,6 +81,21 @@ def test_rule_daemon_on_recorded_controller_states(grpc_policy, tmp_path):
     assert any(a["tool"] == "confirm" for a in audit)  # survived the rollback window
 
 
+def test_rules_check_the_whatif_before_leaving_min_mlu(grpc_policy, tmp_path):
+    client, store = grpc_policy
+    calm = recorded_states()[:6]
+    tools = make_tools(client, calm, tmp_path, FakeClock())
+    for _ in range(6):
+        tools.refresh()
+    # Measured MLU ~0.29 (calm, light) asks for latency_aware, but the latency-aware LP on this TM
+    # reaches MLU 0.378 (min-MLU: 0.210): over a 0.35 ceiling it is refused, under 0.8 it is applied.
+    out = RuleEngine(RuleConfig(high_mlu=0.35, low_mlu=0.32, burst_cv=0.5)).decide(tools)
+    assert out["action"] == "none" and "what-if MLU" in out["reason"] and "LP" in out["reason"]
+    assert store.get().version == 0
+    out = RuleEngine().decide(tools)
+    assert out["action"] == "applied" and out["whatif"]["mlu"] < 0.8 and store.get().policy.name == "latency_aware"
+
+
 def test_rate_limit_and_dry_run(grpc_policy, tmp_path):
     client, store = grpc_policy
     clock = FakeClock()
