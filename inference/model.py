@@ -59,10 +59,33 @@ class Graph:
     """Index tensors of one batch, with helpers for per-instance (graph-level) reductions."""
 
     def __init__(self, path_pair, inc_path, inc_link, num_pairs_like, num_links_like, num_paths_like,
-                 link_graph=None, pair_graph=None, graphs_like=None):
+                 link_graph=None, pair_graph=None, graphs_like=None, layout: "SparseLayout | None" = None):
         self.path_pair, self.inc_path, self.inc_link = path_pair, inc_path, inc_link
         self.P, self.L, self.Np = num_pairs_like, num_links_like, num_paths_like
         self.link_graph, self.pair_graph, self.G = link_graph, pair_graph, graphs_like
+        self.layout = layout
+
+    # Path-link incidence ops. Scatter/gather (ONNX-exportable, used in training) unless a SparseLayout
+    # is given (torch inference on large graphs: cuSPARSE SpMV/SpMM instead of atomics on few links).
+    def path_sum_links(self, x_link):
+        """Sum over each path's links of a per-link quantity: [L] -> [Np] (or [L, k] -> [Np, k])."""
+        if self.layout is not None:
+            return self.layout.path_link @ x_link if x_link.dim() == 2 else \
+                (self.layout.path_link @ x_link.unsqueeze(1)).squeeze(1)
+        if x_link.dim() == 2:
+            return torch.stack([seg_sum(x_link[:, i][self.inc_link], self.inc_path, self.Np)
+                                for i in range(x_link.shape[1])], dim=1)
+        return seg_sum(x_link[self.inc_link], self.inc_path, self.Np)
+
+    def path_max_links(self, x_link, floor: float = -3.0e38):
+        """Max over each path's links: [L] -> [Np]."""
+        return seg_max(x_link[self.inc_link], self.inc_path, self.Np, floor=floor)
+
+    def link_sum_paths(self, x_path):
+        """Sum over the paths through each link: [Np] -> [L]."""
+        if self.layout is not None:
+            return (self.layout.link_path @ x_path.unsqueeze(1)).squeeze(1)
+        return seg_sum(x_path[self.inc_path], self.inc_link, self.L)
 
     def link_max(self, x):  # -> value per link, broadcast from its instance
         if self.link_graph is None:
@@ -88,6 +111,16 @@ class Graph:
         if self.link_graph is None:
             return x.max(dim=0, keepdim=True).values
         return seg_max(x, self.link_graph, self.G)
+
+
+class SparseLayout:
+    """Static CSR incidence matrices of one topology for fast torch inference (built once, reused per TM)."""
+
+    def __init__(self, inc_path: torch.Tensor, inc_link: torch.Tensor, num_paths: int, num_links: int):
+        ones = torch.ones(inc_path.shape[0], dtype=torch.float32, device=inc_path.device)
+        idx = torch.stack([inc_path, inc_link])
+        self.path_link = torch.sparse_coo_tensor(idx, ones, (num_paths, num_links)).coalesce().to_sparse_csr()
+        self.link_path = torch.sparse_coo_tensor(idx.flip(0), ones, (num_links, num_paths)).coalesce().to_sparse_csr()
 
 
 def _mlp(n_in: int, hidden: int) -> nn.Sequential:
@@ -118,23 +151,21 @@ class TEHead(nn.Module):
         return e / seg_sum(e, g.path_pair, g.P)[g.path_pair]
 
     def _loads(self, split, demand, g: Graph):
-        flow = split * demand[g.path_pair]
-        return seg_sum(flow[g.inc_path], g.inc_link, g.L)
+        return g.link_sum_paths(split * demand[g.path_pair])
 
     def forward(self, demand_bps, capacity_bps, latency_seconds, link_up, path_pair, inc_path, inc_link,
                 policy, link_graph=None, pair_graph=None, graphs_like=None, rounds: int | None = None,
-                return_all: bool = False):
+                return_all: bool = False, layout: SparseLayout | None = None):
         g = Graph(path_pair, inc_path, inc_link, demand_bps, capacity_bps,
-                  torch.zeros_like(path_pair, dtype=demand_bps.dtype), link_graph, pair_graph, graphs_like)
+                  torch.zeros_like(path_pair, dtype=demand_bps.dtype), link_graph, pair_graph, graphs_like, layout)
         R = rounds or self.cfg.rounds
         up = (link_up > 0.5).to(capacity_bps.dtype)
-        ones_nnz = torch.ones_like(inc_link, dtype=capacity_bps.dtype)
-        hops = seg_sum(ones_nnz, inc_path, g.Np)
+        hops = g.path_sum_links(torch.ones_like(capacity_bps))
         cap_rel = capacity_bps / g.link_max(capacity_bps)
-        path_cap_rel = -seg_max(-cap_rel[inc_link], inc_path, g.Np)  # bottleneck capacity / max capacity
+        path_cap_rel = -g.path_max_links(-cap_rel)  # bottleneck capacity / max capacity
         lat = latency_seconds.clamp_min(0.0) + 1.0e-6  # 1 us floor: zero-latency files stay finite
-        path_lat = seg_sum(lat[inc_link], inc_path, g.Np)
-        path_down = seg_max(1.0 - up[inc_link], inc_path, g.Np)
+        path_lat = g.path_sum_links(lat)
+        path_down = g.path_max_links(1.0 - up)
         mask = -BIG * path_down
         # Pair-relative static features (min over the pair's *usable* candidates).
         hops_usable = hops + BIG * path_down
@@ -168,15 +199,16 @@ class TEHead(nn.Module):
                 ur = util / m  # [L] in [0, 1]
                 hot = torch.exp(self.cfg.beta * (ur - 1.0)) * up
                 w = hot / g.link_sum(hot).clamp_min(TINY)  # soft arg-max link weights, sum 1 per graph
-                price = seg_sum((w / capacity_bps)[inc_link], inc_path, g.Np)  # soft "dual price" of a path
+                sums = g.path_sum_links(torch.stack([w / capacity_bps, ur], dim=1))
+                price = sums[:, 0]  # soft "dual price" of a path: sum of w / c over its links
                 # Gradient of the soft MLU w.r.t. the path's split, relative to the MLU: d * sum(w/c) / m.
                 grad_rel = (d_path * price / g.path_value(g.graph_link_max(util).clamp_min(TINY))).clamp(max=10.0)
                 gbar = seg_sum(split * grad_rel, path_pair, g.P)[path_pair]
                 adv = grad_rel - gbar
-                bott = seg_max(ur[inc_link], inc_path, g.Np, floor=0.0)
+                bott = g.path_max_links(ur, floor=0.0)
                 bott_min = -seg_max(-(bott + 2.0 * path_down), path_pair, g.P)[path_pair]
-                cross = seg_max(hot[inc_link], inc_path, g.Np, floor=0.0)
-                mean_u = seg_sum(ur[inc_link], inc_path, g.Np) / hops
+                cross = torch.exp(self.cfg.beta * (bott - 1.0))  # = max over the path's links of "hot"
+                mean_u = sums[:, 1] / hops
                 pmax = seg_max(price * (1.0 - path_down), path_pair, g.P)[path_pair].clamp_min(TINY)
                 price_rel = price / pmax
                 dyn = torch.stack([adv * 10.0, grad_rel * 10.0, bott, bott - bott_min, cross, mean_u,
