@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tellm.commands.model",
     "tellm.inference.cli",
     "tellm.commands.controller",
+    "tellm.commands.policy",
 ]
 
 
