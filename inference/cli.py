@@ -39,11 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--max-topologies", type=int, default=64,
                    help="registered topologies kept (least recently registered dropped first)")
+    p.add_argument("--policy-state", type=Path, default=None, metavar="FILE.json",
+                   help="keep the active TE policy (set through PolicyService) in this file across restarts")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from tellm.cli import CLIError
+    from tellm.errors import CLIError
 
     from .session import ModelError, default_model_path
     from .server import ServerConfig, serve
@@ -62,7 +64,8 @@ def run(args) -> int:
                           workers=args.workers, max_parallel_runs=args.max_parallel_runs, provider=args.provider,
                           ort_threads=args.ort_threads,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
-                          max_topologies=args.max_topologies)
+                          max_topologies=args.max_topologies,
+                          policy_state_file=str(args.policy_state) if args.policy_state else None)
 
     def ready(server) -> None:
         m = server.models.current

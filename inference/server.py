@@ -19,6 +19,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tellm.policy.service import PolicyStore, add_policy_service
+from tellm.v1 import policy_pb2
 from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
 from .metrics import ServiceMetrics
@@ -46,6 +48,7 @@ class ServerConfig:
     grace_seconds: float = 5.0
     max_topologies: int = 64
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    policy_state_file: str | None = None  # keeps the active policy across restarts when set
 
 
 class InferenceServer:
@@ -55,6 +58,7 @@ class InferenceServer:
         self.models = ModelHolder(Path(config.model_path), provider=config.provider, threads=config.ort_threads,
                                   on_change=self._model_changed, on_reload_failure=self._reload_failed)
         self.topologies = TopologyStore(max_topologies=config.max_topologies)
+        self.policy_store = PolicyStore(state_file=config.policy_state_file)
         self.health = health.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -84,10 +88,13 @@ class InferenceServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
                              options=options, maximum_concurrent_rpcs=None)
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
-            TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs), server)
+            TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
+                                       policy_store=self.policy_store), server)
+        add_policy_service(server, self.policy_store)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (SERVICE_NAME, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
         port = server.add_insecure_port(f"{host}:{cfg.port}")

@@ -82,8 +82,10 @@ def model_info_message(model: LoadedModel) -> pb.ModelInfo:
 
 class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
     def __init__(self, models: ModelHolder, topologies: TopologyStore, metrics: ServiceMetrics,
-                 max_parallel_runs: int = 4):
+                 max_parallel_runs: int = 4, policy_store=None):
         self.models = models
+        # The operator's active policy (set through PolicyService) applies to requests that name none.
+        self.policy_store = policy_store
         self.topologies = topologies
         self.metrics = metrics
         # Bounds memory (a Kdl-size run allocates ~1 GB of intermediates) and CPU oversubscription
@@ -209,8 +211,7 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
                 raise DeadlineExceeded("the deadline passed while the model ran") from exc
             raise
 
-    @staticmethod
-    def _policy(request: pb.RouteRequest, model: LoadedModel) -> np.ndarray:
+    def _policy(self, request: pb.RouteRequest, model: LoadedModel) -> np.ndarray:
         which = request.WhichOneof("policy")
         if which == "policy_name":
             name = request.policy_name
@@ -226,6 +227,8 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
             if not np.isfinite(vec).all():
                 raise InvalidArgument("policy_vector.values", "must be finite")
             return vec
+        if self.policy_store is not None and model.policy_dim == 4:
+            return np.asarray(self.policy_store.active_policy_vector(request.topology_id), dtype=np.float32)
         return model.policies["min-mlu"]
 
     # ---------------------------------------------------------------- model admin

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from tellm.cli import CLIError
+from tellm.errors import CLIError
 
 from .common import add_path_args, add_topology_args
 

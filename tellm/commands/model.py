@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tellm.cli import CLIError
+from tellm.errors import CLIError
 
 
 def _inference_dir() -> Path:
