@@ -1,9 +1,9 @@
 """Shared helpers for tests/test_inference_*.py.
 
-Model under test: the equal-split reference model (built with onnx.helper into a temp dir), or the
-file named by TELLM_TEST_MODEL, e.g. to run every inference test against the trained head:
+Model under test: the shipped TE head (inference/models/tellm-te.onnx) by default; the equal-split
+reference model (built with onnx.helper into a temp dir) with TELLM_TEST_MODEL=reference:
 
-    TELLM_TEST_MODEL=inference/models/tellm-te.onnx pytest tests/test_inference_*.py
+    TELLM_TEST_MODEL=reference pytest tests/test_inference_*.py
 
 Assertions that only the reference model satisfies (exact equal split) check ``is_reference``.
 """
@@ -22,26 +22,31 @@ from tecore import PathSet, Topology, compute_paths
 
 from tellm.inference.client import InferenceClient
 from tellm.inference.reference_model import write_equal_split_model
+from tellm.inference.session import default_model_path
 from tellm.inference.server import InferenceServer, ServerConfig
 
 TEST_MODEL_ENV = "TELLM_TEST_MODEL"
 
 
 def model_under_test(directory: Path, name: str = "model.onnx") -> tuple[Path, bool]:
-    """Copy the model under test into ``directory`` (tests replace it there); (path, is_reference)."""
+    """Copy the model under test into ``directory`` (tests replace it there); (path, is_reference).
+
+    Default: the shipped TE head (inference/models/tellm-te.onnx). TELLM_TEST_MODEL=reference picks
+    the equal-split reference model; any other value is a model file path.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     dest = directory / name
     chosen = os.environ.get(TEST_MODEL_ENV)
-    if chosen:
-        src = Path(chosen)
-        if not src.exists():
-            pytest.fail(f"{TEST_MODEL_ENV}={chosen} does not exist")
-        shutil.copyfile(src, dest)
-        card = src.with_suffix(".json")
-        if card.exists():
-            shutil.copyfile(card, dest.with_suffix(".json"))
-        return dest, False
-    return write_equal_split_model(dest), True
+    if chosen == "reference":
+        return write_equal_split_model(dest), True
+    src = Path(chosen) if chosen else default_model_path()
+    if not src.exists():
+        pytest.fail(f"model under test {src} does not exist (set {TEST_MODEL_ENV})")
+    shutil.copyfile(src, dest)
+    card = src.with_suffix(".json")
+    if card.exists():
+        shutil.copyfile(card, dest.with_suffix(".json"))
+    return dest, False
 
 
 def other_model(directory: Path, name: str = "other.onnx") -> Path:
