@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
     "tellm.inference.cli",
+    "tellm.commands.controller",
     "tellm.commands.demo",
 ]
 
