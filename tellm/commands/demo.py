@@ -182,7 +182,7 @@ def run(args) -> int:
                         live.update(table())
 
                     def on_status(msg):
-                        live.console.print(msg)
+                        live.console.print(msg, markup=False, highlight=False)
 
                     try:
                         results[router] = O.run_phase(scenario, topo_yaml, router, tm.demand_bps, args.duration,
@@ -216,8 +216,9 @@ def run(args) -> int:
         base = summary["phases"]["ecmp"]["steady_mlu"]
         for r in routers:
             if r != "ecmp" and base > 0:
-                console.print(f"{ROUTER_TITLES[r]}: steady MLU {100 * (1 - summary['phases'][r]['steady_mlu'] / base):+.1f}% "
-                              f"lower than shortest-path routing" .replace("+-", "-"))
+                gain = 100 * (1 - summary["phases"][r]["steady_mlu"] / base)
+                console.print(f"{ROUTER_TITLES[r]}: steady MLU {abs(gain):.1f}% {'lower' if gain >= 0 else 'higher'} "
+                              "than under shortest-path routing")
     console.print(f"wrote {out / 'summary.json'} and {out / 'mlu.png'} (logs in {workdir})")
     return 0
 
