@@ -67,6 +67,8 @@ class SenderPlan:
     phase_starts_seconds: list[float]  # ascending, first is 0
     rates_bps: list[list[float]]  # [phase][destination], wire bit/s
     report: str
+    dst_port: int = DST_PORT
+    src_port_base: int = SRC_PORT_BASE  # flow f is sent from source port src_port_base + f
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self)))
@@ -115,7 +117,7 @@ def run_sender(plan: SenderPlan) -> dict:
     for f in range(plan.flows):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
-        s.bind(("0.0.0.0", SRC_PORT_BASE + f))
+        s.bind(("0.0.0.0", plan.src_port_base + f))
         s.setblocking(False)
         socks.append(s)
     n_dst = len(plan.dst_ips)
@@ -127,7 +129,7 @@ def run_sender(plan: SenderPlan) -> dict:
     credit_bits = np.zeros(n_dst)
     rates = np.asarray(plan.rates_bps, dtype=np.float64).reshape(len(plan.phase_starts_seconds), n_dst)
     starts = np.asarray(plan.phase_starts_seconds)
-    addrs = [(ip, DST_PORT) for ip in plan.dst_ips]
+    addrs = [(ip, plan.dst_port) for ip in plan.dst_ips]
     stop = False
 
     def _stop(*_):
@@ -172,11 +174,11 @@ def run_sender(plan: SenderPlan) -> dict:
     return result
 
 
-def run_receiver(report: str, flows: int, duration_seconds: float) -> dict:
+def run_receiver(report: str, flows: int, duration_seconds: float, port: int = DST_PORT) -> dict:
     """Count packets per (source ip, flow) until SIGTERM or ``duration_seconds``; write ``report``."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    s.bind(("0.0.0.0", DST_PORT))
+    s.bind(("0.0.0.0", port))
     s.settimeout(0.2)
     counts: dict[str, np.ndarray] = {}
     bad = 0
@@ -355,12 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--report", required=True)
     r.add_argument("--flows", type=int, required=True)
     r.add_argument("--duration", type=float, required=True, metavar="SECONDS")
+    r.add_argument("--port", type=int, default=DST_PORT, help="UDP port to listen on")
     args = ap.parse_args(argv)
     if args.cmd == "send":
         plan = SenderPlan(**json.loads(args.plan.read_text()))
         run_sender(plan)
     else:
-        run_receiver(args.report, args.flows, args.duration)
+        run_receiver(args.report, args.flows, args.duration, args.port)
     return 0
 
 
