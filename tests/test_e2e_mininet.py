@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.mininet, pytest.mark.slow]
+pytestmark = [pytest.mark.mininet, pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning")]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "inference" / "models" / "tellm-te.onnx"
