@@ -107,6 +107,8 @@ class Testbed:
     link_intf: list[str] = field(default_factory=list)
     #: (u, v) switch names -> (mininet switch u, mininet switch v) for configLinkStatus.
     pair_nodes: dict = field(default_factory=dict)
+    #: With static_routes: the switch path (topology names) installed for each (src, dst) switch pair.
+    static_paths: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -203,6 +205,9 @@ class Testbed:
         for src in sc.switches:
             si = sc.dpid(src)
             nxt = nx.single_source_shortest_path(g, src)
+            for dst, path in nxt.items():
+                if dst != src:
+                    self.static_paths[(src, dst)] = list(path)
             flows = []
             for dst in sc.switches:
                 di = sc.dpid(dst)
