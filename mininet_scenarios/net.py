@@ -113,7 +113,7 @@ class Testbed:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def start(cls, scenario: Scenario, of_port: int | None = 6653, static_routes: bool = False,
-              static_arp: bool = False) -> "Testbed":
+              static_arp: bool = False, host_link_mbps: float = HOST_LINK_MBPS) -> "Testbed":
         """Build and start the network. ``of_port``: the remote controller's port on 127.0.0.1
         (None = no controller). ``static_routes`` installs plain shortest-path IP flows with
         ovs-ofctl (used to test the testbed itself without the tellm controller)."""
@@ -134,7 +134,7 @@ class Testbed:
                                      protocols="OpenFlow15", failMode="secure")
         for hname, i, j in scenario.hosts():
             h = net.addHost(hname, ip=f"{Scenario.host_ip(i, j)}/8", mac=Scenario.host_mac(i, j))
-            net.addLink(h, sw[scenario.switches[i - 1]], bw=HOST_LINK_MBPS)
+            net.addLink(h, sw[scenario.switches[i - 1]], bw=host_link_mbps)
         tb = cls(scenario, net)
         intf_of: dict[tuple[str, str], str] = {}
         for ln in scenario.links:
