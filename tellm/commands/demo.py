@@ -201,6 +201,7 @@ def run(args) -> int:
     summary = summarise(scenario, tm, routers, results, events, args.duration)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(out / "mlu.png", scenario.name, routers, results, events)
+    console.print()
     t = Table(title="summary: mean MLU measured on the switches")
     t.add_column("router")
     t.add_column("steady (before events)", justify="right")
