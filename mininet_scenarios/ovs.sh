@@ -6,8 +6,12 @@
 #   ovs.sh start     start ovsdb-server + ovs-vswitchd with ovs-ctl if they are not running
 #   ovs.sh stop      stop them (bridges are removed first)
 #   ovs.sh status    exit 0 and say so when ovs-vswitchd answers, 1 otherwise
-#   ovs.sh cleanup   remove what a crashed scenario left: Mininet state (mn -c), stray iperf3/tellm
-#                    traffic processes (by pid, found by their command line AND their network namespace)
+#   ovs.sh cleanup [--full]
+#                    remove what a crashed scenario left: all OVS bridges, Mininet's veths, Mininet
+#                    host shells and stray iperf3/tellm traffic processes (by pid, found by their
+#                    command line AND, for traffic, their network namespace). --full also runs `mn -c`,
+#                    which on a shared machine is rude: it killall's every process named ping or
+#                    controller and deletes /tmp/*.log of everyone.
 #
 # Every subcommand is idempotent. Run as root. Wrap anything that changes the network in
 # `flock /tmp/tellm-mininet.lock ...` when several people share the machine (cleanup takes it itself
@@ -98,30 +102,51 @@ stray_pids() {
   done
 }
 
+# Mininet host shells: `bash ... mininet:<host>` (what `mn -c` finds with pkill -f mininet:).
+host_shell_pids() {
+  local pid
+  for pid in $(pgrep -f 'mininet:' || true); do
+    [[ $pid == "$$" ]] && continue
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '--norc.*mininet:' && echo "$pid"
+  done
+}
+
 do_cleanup() {
-  local pids
-  pids=$(stray_pids)
+  local full=$1 pids br link
+  pids="$(stray_pids) $(host_shell_pids)"
+  pids=$(echo $pids)
   if [[ -n $pids ]]; then
     echo "ovs.sh: stopping stray traffic processes: $(echo $pids)" >&2
     kill $pids 2>/dev/null || true
     sleep 0.5
     kill -9 $pids 2>/dev/null || true
   fi
-  if command -v mn >/dev/null; then
-    # mn -c also removes OVS bridges it finds, so Open vSwitch must be up for a complete clean.
+  if running; then
+    for br in $(ovs-vsctl --timeout=5 list-br); do
+      ovs-vsctl --timeout=10 --if-exists del-br "$br"
+    done
+  fi
+  # Mininet's veths: <node>-eth<N> (switch ends stay in our namespace when a run crashes).
+  for link in $(ip -o link | sed -n 's/^[0-9]*: \([^:@]*\).*/\1/p' | grep -E '^[A-Za-z0-9_]+-eth[0-9]+$' || true); do
+    ip link del "$link" 2>/dev/null || true
+  done
+  if [[ $full == 1 ]] && command -v mn >/dev/null; then
     running || cmd_start
-    mn -c >/tmp/tellm-mn-c.log 2>&1 || { cat /tmp/tellm-mn-c.log >&2; die "mn -c failed"; }
+    mn -c >/tmp/tellm-mn-c.out 2>&1 || { cat /tmp/tellm-mn-c.out >&2; die "mn -c failed"; }
   fi
 }
 
 cmd_cleanup() {
   need_root
+  local full=0
+  [[ ${1:-} == --full ]] && full=1
   if [[ ${TELLM_MININET_LOCK_HELD:-0} == 1 ]]; then
-    do_cleanup
+    do_cleanup "$full"
   else
     exec 9>"$LOCK"
     flock 9
-    do_cleanup
+    do_cleanup "$full"
+    exec 9>&-
   fi
   echo "ovs.sh: cleaned up" >&2
 }
@@ -131,7 +156,7 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  cleanup) cmd_cleanup ;;
-  -h|--help|help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  cleanup) cmd_cleanup "${2:-}" ;;
+  -h|--help|help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -126,6 +126,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=out))
     topo_yaml = scenario.write_yaml(out / f"{scenario.name}.yaml")
+    # Every process this run starts inherits this, so leftovers can be found by it (tests do).
+    os.environ["TELLM_DEMO_RUN"] = str(workdir)
     console.print(f"[bold]tellm demo[/]: {scenario.name} ({len(scenario.switches)} switches, "
                   f"{len(scenario.links)} links at {sorted({l.rate_bps / 1e6 for l in scenario.links})} Mbit/s, "
                   f"{len(scenario.hosts())} hosts), TM total {tm.total_bps / 1e6:.2f} Mbit/s, "
