@@ -90,7 +90,7 @@ cmd_status() {
 # of our commands, then stopped by pid (never by a broad name match across the machine).
 stray_pids() {
   local self_ns pid ns cmd
-  self_ns=$(readlink /proc/1/ns/net)
+  self_ns=$(readlink /proc/$$/ns/net)
   for pid in $(pgrep -f 'iperf3|tellm.mininet_scenarios.traffic' || true); do
     [[ $pid == "$$" ]] && continue
     ns=$(readlink "/proc/$pid/ns/net" 2>/dev/null) || continue
@@ -100,6 +100,7 @@ stray_pids() {
       *iperf3*|*tellm.mininet_scenarios.traffic*) echo "$pid" ;;
     esac
   done
+  return 0
 }
 
 # Mininet host shells: `bash ... mininet:<host>` (what `mn -c` finds with pkill -f mininet:).
@@ -107,8 +108,9 @@ host_shell_pids() {
   local pid
   for pid in $(pgrep -f 'mininet:' || true); do
     [[ $pid == "$$" ]] && continue
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '--norc.*mininet:' && echo "$pid"
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '--norc.*mininet:'; then echo "$pid"; fi
   done
+  return 0
 }
 
 do_cleanup() {
