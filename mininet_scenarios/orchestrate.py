@@ -119,7 +119,11 @@ def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | N
         finally:
             c.close()
 
-    wait_until(healthy, timeout_seconds, "the inference service to report healthy", svc, 0.5)
+    try:
+        wait_until(healthy, timeout_seconds, "the inference service to report healthy", svc, 0.5)
+    except BaseException:
+        svc.stop()
+        raise
     return svc
 
 
@@ -143,7 +147,11 @@ def start_controller(topology_yaml: Path, router: str, ports: ControllerPorts, i
                               "--metrics-port", str(ports.metrics_port), "--api-port", str(ports.api_port),
                               "--k", str(k), "--workers", "1"] + list(extra or [])
     svc = Service(f"controller (router {router})", argv, workdir / f"controller-{router}.log").start()
-    wait_until(lambda: controller_state(ports.api_port) is not None, 60, "the controller's API", svc, 0.3)
+    try:
+        wait_until(lambda: controller_state(ports.api_port) is not None, 60, "the controller's API", svc, 0.3)
+    except BaseException:
+        svc.stop()
+        raise
     return svc
 
 

@@ -153,7 +153,11 @@ def run(args) -> int:
             inference = f"127.0.0.1:{O.free_port()}"
             if "model" in routers:
                 with console.status("starting the inference service (CPU) ..."):
-                    serve = O.start_inference(int(inference.rsplit(":", 1)[1]), O.free_port(), workdir, args.model)
+                    try:
+                        serve = O.start_inference(int(inference.rsplit(":", 1)[1]), O.free_port(), workdir,
+                                                  args.model)
+                    except O.RunError as exc:
+                        raise CLIError(str(exc)) from None
             rows: dict[int, dict] = {}
 
             def table() -> Table:
