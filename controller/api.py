@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 
 def serve_state(get_state: Callable[[], dict], port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server API)
+        def do_GET(self):
             path = self.path.split("?", 1)[0].rstrip("/")
             if path in ("/state", ""):
                 body, code = json.dumps(get_state(), allow_nan=False).encode(), 200

@@ -36,6 +36,8 @@ log = logging.getLogger("tellm.controller")
 RUNTIME: dict = {}
 BARRIER_TIMEOUT_SECONDS = 2.0
 LLDP_PERIOD_SECONDS = 5.0
+#: Realised splits are read from group counters only on networks this small (one group per pair).
+GROUP_STATS_MAX_NODES = 60
 
 
 class TellmController(app_manager.OSKenApp):
@@ -170,7 +172,8 @@ class TellmController(app_manager.OSKenApp):
             dp.send_msg(ofmsgs.packet_out(dp, port, ofmsgs.lldp_frame(dp.id, port, hw)))
 
     def _lldp_loop(self):
-        while not self._stop.wait(LLDP_PERIOD_SECONDS):
+        # Probe fast while declared links are still missing (switches connect one by one), slowly after.
+        while not self._stop.wait(1.0 if self.core.missing_links() else LLDP_PERIOD_SECONDS):
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
 
@@ -251,6 +254,15 @@ class TellmController(app_manager.OSKenApp):
             self.core.class_stats(ev.msg.datapath.id, np.array(dests, dtype=np.int64),
                                   np.array(counts, dtype=np.uint64), now)
 
+    @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
+    def _group_stats(self, ev):
+        now = time.monotonic()
+        dpid = ev.msg.datapath.id
+        with self.lock:
+            for g in ev.msg.body:
+                self.core.group_stats(dpid, g.group_id, np.array([b.byte_count for b in g.bucket_stats],
+                                                                 dtype=np.uint64), now)
+
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier(self, ev):
         log.debug("barrier reply dpid=%d xid=%d", ev.msg.datapath.id, ev.msg.xid)
@@ -305,6 +317,8 @@ class TellmController(app_manager.OSKenApp):
             try:
                 dp.send_msg(ofmsgs.port_stats_request(dp))
                 dp.send_msg(ofmsgs.class_stats_request(dp))
+                if self.core.topo.num_nodes <= GROUP_STATS_MAX_NODES:
+                    dp.send_msg(ofmsgs.group_stats_request(dp))
             except Exception as exc:  # a switch that just went away
                 log.debug("stats request to dpid=%s failed: %s", dp.id, exc)
 
@@ -342,6 +356,14 @@ class TellmController(app_manager.OSKenApp):
 
     def _execute(self, plan: Plan) -> None:
         """Send the plan phase by phase; each phase ends with a barrier on every switch it touched."""
+        self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
+        log.info("update: %d operations in %d phases, %d groups", len(plan.ops), len(plan.phases), plan.group_updates)
+        try:
+            self._execute_phases(plan)
+        finally:
+            self.core.plans_done += 1
+
+    def _execute_phases(self, plan: Plan) -> None:
         for phase in plan.phases:
             by_dp: dict[int, list] = defaultdict(list)
             for op in phase:

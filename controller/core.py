@@ -15,12 +15,12 @@ import numpy as np
 
 from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 
-from .counters import RateEstimator
+from .counters import RateEstimator, counter_delta
 from .failure import mask_split, path_alive
 from .groups import desired_state
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
-from .quantise import DEFAULT_TOTAL_WEIGHT, quantise_weights, weights_to_split
+from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
@@ -35,6 +35,8 @@ class ControllerConfig:
     ewma_alpha: float = 1.0  # weight of the newest TM measurement (1 = no smoothing)
     history: int = 60  # TM snapshots kept
     total_weight: int = DEFAULT_TOTAL_WEIGHT
+    #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
+    weight_deadband: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ class ControllerCore:
         self._routed_link_up: np.ndarray | None = None
         self.snapshot: dict = {}
         self.loops = 0
+        self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
+        #: (dpid, group id) -> (time, bucket byte counters) and -> realised share of each bucket
+        self._bucket_bytes: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
+        self.realised: dict[tuple[int, int], np.ndarray] = {}
+        self.plans_done = 0
         self._last_stranded = 0
 
     # ------------------------------------------------------------------ discovery
@@ -202,6 +209,19 @@ class ControllerCore:
         self.tm.update(np.full(int(ok.sum()), s), dests[ok], np.asarray(byte_count, dtype=np.uint64)[ok],
                        time_seconds)
 
+    def group_stats(self, dpid: int, group_id: int, bucket_bytes: np.ndarray, time_seconds: float) -> None:
+        """Per-bucket byte counters of one select group: the split the switch really realises."""
+        key = (dpid, group_id)
+        cur = np.asarray(bucket_bytes, dtype=np.uint64)
+        prev = self._bucket_bytes.get(key)
+        self._bucket_bytes[key] = (time_seconds, cur)
+        if prev is None or prev[1].shape != cur.shape or time_seconds <= prev[0]:
+            return
+        delta = counter_delta(prev[1], cur).astype(np.float64)
+        total = delta.sum()
+        if total > 0:
+            self.realised[key] = delta / total
+
     def link_throughput_bps(self) -> np.ndarray:
         return self.link_rates.rate * 8.0 * self.link_up()
 
@@ -244,13 +264,11 @@ class ControllerCore:
         self._last_stranded = masked.stranded_pairs.size
         w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
+        w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
         desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port)
-        conn = self.disc.connected
-        labels = {k: v for k, v in desired.labels.items() if k[0] in conn}
-        groups = {k: v for k, v in desired.groups.items() if k[0] in conn}
-        plan = plan_update(self.installed, type(desired)(labels, groups))
-        return plan
+        desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
+        return plan_update(self.installed, desired)
 
     def commit(self, plan: Plan) -> None:
         self.installed = plan.after
@@ -275,21 +293,17 @@ class ControllerCore:
         m.shortest_path_mlu.set(mlu(self.topo, link_loads(self.paths, sp, demand)))
 
     def make_snapshot(self) -> dict:
-        """The JSON document of GET /state (plain types only)."""
+        """What GET /state serves (see state_json), frozen at the end of an interval."""
         topo, up = self.topo, self.link_up()
         thr = self.link_throughput_bps()
         util = thr / topo.capacity_bps
         tm = self.tm.matrix()
-        groups = {}
-        if self.weights is not None:
-            alive = path_alive(self.paths, up)
-            realised = weights_to_split(self.weights, self.paths.pair_ptr)
-            for p in range(self.paths.num_pairs):
-                a, b = self.paths.pair_ptr[p], self.paths.pair_ptr[p + 1]
-                groups[self._pair_name(p)] = [
-                    {"path": [topo.nodes[n] for n in self.paths.path_nodes(topo, j)], "label": j + 16,
-                     "weight": int(self.weights[j]), "split": float(realised[j]), "alive": bool(alive[j])}
-                    for j in range(a, b)]
+        # Per-pair groups are expanded only when someone reads them (state_json): building dicts for
+        # every path of a large network each interval would dominate the control loop.
+        inst = self.installed
+        gid_of = dict(zip(inst.state.group_keys.tolist(), inst.group_ids.tolist()))
+        frozen = None if self.weights is None else (self.weights, path_alive(self.paths, up), gid_of,
+                                                     dict(self.realised))
         r = self.routing
         demand = self.pair_demand_bps(tm)
         sp = shortest_path_split(topo, self.paths, topo.weight + 1e9 * (up <= 0.5))
@@ -314,7 +328,41 @@ class ControllerCore:
             "router_configured": getattr(self.router, "name", str(self.router)),
             "last_routing_time": self.routing_time,
             "routing_seconds": None if r is None else r.seconds,
-            "groups": groups,
             "loops": self.loops,
+            "_groups": frozen,  # expanded by state_json
             "time": time.time(),
         }
+
+    def groups_json(self, frozen) -> dict:
+        """{"s->d": [{path, label, weight, split, alive, realised}]} for the weights of one snapshot.
+
+        ``realised``: the share of the bucket's bytes in the last polling interval, read from the
+        switch's group counters (None when the path has no bucket or the group carried nothing)."""
+        if frozen is None:
+            return {}
+        weights, alive, gid_of, realised = frozen
+        topo, paths = self.topo, self.paths
+        split = weights_to_split(weights, paths.pair_ptr)
+        out = {}
+        for p in range(paths.num_pairs):
+            a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
+            s_dp, d_dp = int(self.node_dpid[paths.pairs[p, 0]]), int(self.node_dpid[paths.pairs[p, 1]])
+            gid = gid_of.get((s_dp << 32) | d_dp)
+            shares = realised.get((s_dp, gid)) if gid is not None else None
+            active = [j for j in range(a, b) if weights[j] > 0]
+            if shares is not None and len(shares) != len(active):
+                shares = None  # counters of an older group layout
+            bucket = {j: i for i, j in enumerate(active)}
+            out[self._pair_name(p)] = [
+                {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": j + 16,
+                 "weight": int(weights[j]), "split": float(split[j]), "alive": bool(alive[j]),
+                 "realised": None if shares is None or j not in bucket else float(shares[bucket[j]])}
+                for j in range(a, b)]
+        return out
+
+    def state_json(self) -> dict:
+        """GET /state: the last published snapshot, its groups, and live plan-execution counters."""
+        snap = dict(self.snapshot)
+        frozen = snap.pop("_groups", None)
+        return {**snap, "groups": self.groups_json(frozen), "plans_started": self.plans_started,
+                "plans_done": self.plans_done}

@@ -18,10 +18,12 @@ from __future__ import annotations
 import struct
 
 from os_ken.lib.packet import ethernet, lldp, packet
-from os_ken.ofproto import ether, ofproto_v1_5 as ofp, ofproto_v1_5_parser as parser
+from os_ken.ofproto import ether
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
 
-from .groups import POP
 from .core import host_subnet
+from .groups import POP
 from .planner import Op, OpKind
 
 COOKIE_MASK = 0xFFFF << 48
@@ -54,7 +56,7 @@ def _to_controller():
 def dp_hash_property():
     """The group property that selects OVS's ``dp_hash`` method (payload: pad, name[16], param u64)."""
     payload = b"\0" * 4 + b"dp_hash".ljust(16, b"\0") + struct.pack("!Q", 0)
-    words = list(struct.unpack("!%dI" % (len(payload) // 4), payload))
+    words = list(struct.unpack(f"!{len(payload) // 4}I", payload))
     return parser.OFPGroupPropExperimenter(type_=ofp.OFPGPT_EXPERIMENTER, experimenter=NX_EXPERIMENTER_ID,
                                            exp_type=NXGPT_SELECTION_METHOD, data=words)
 
@@ -131,6 +133,10 @@ def class_stats_request(dp):
     # OFPMP_FLOW_DESC (flows with their counters): Open vSwitch rejects OpenFlow 1.5's OFPMP_FLOW_STATS.
     return parser.OFPFlowDescStatsRequest(dp, table_id=0, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                                       cookie=COOKIE_CLASS, cookie_mask=COOKIE_MASK, match=parser.OFPMatch())
+
+
+def group_stats_request(dp):
+    return parser.OFPGroupStatsRequest(dp, 0, ofp.OFPG_ALL)
 
 
 def port_stats_request(dp):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -148,6 +149,14 @@ class FallbackRouter:
         self.slow_seconds = slow_seconds
         self.on_fallback = on_fallback
         self._last_good: tuple[float, np.ndarray, Routing] | None = None
+        self._mode: str | None = None  # how the last interval was routed (for log de-duplication)
+
+    def _say(self, mode: str, fmt: str, *args) -> None:
+        if mode != self._mode and not (self._mode is None and mode == self.primary.name):
+            log.warning(fmt, *args)
+        else:
+            log.debug(fmt, *args)
+        self._mode = mode
 
     def _count(self, reason: str) -> None:
         if self.on_fallback is not None:
@@ -161,17 +170,20 @@ class FallbackRouter:
                 log.warning("router %s took %.3f s (> %.3f s)", self.primary.name, r.seconds, self.slow_seconds)
                 self._count("slow")
             self._last_good = (time.monotonic(), np.asarray(inp.link_up).copy(), r)
+            self._say(self.primary.name, "router %s answers again", self.primary.name)
             return r
         except RouterFailure as exc:
             reason, message = exc.reason, str(exc)
         self._count(reason)
+        # Warn when the way we route changes; repeats of the same fallback go to debug (one per interval).
         if self._last_good is not None:
             when, link_up, r = self._last_good
             if time.monotonic() - when <= self.keep_last_seconds and np.array_equal(link_up, inp.link_up):
-                log.warning("%s; keeping the last good routing from %.1f s ago", message, time.monotonic() - when)
+                self._say("last-good", "%s; keeping the last good routing from %.1f s ago", message,
+                          time.monotonic() - when)
                 return Routing(r.split, f"{r.router}:last-good",
                                mlu(inp.topo, link_loads(inp.paths, r.split, inp.demand_bps)), 0.0)
-        log.warning("%s; falling back to %s", message, self.secondary.name)
+        self._say(self.secondary.name, "%s; falling back to %s", message, self.secondary.name)
         try:
             return self.secondary.route(inp)
         except RouterFailure as exc2:

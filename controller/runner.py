@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 
@@ -23,8 +24,20 @@ class ServeOptions:
     http_host: str = "127.0.0.1"
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError when something already listens on (host, port): os-ken's listener thread would
+    only log the failure and the controller would run without switches."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"{host}:{port} is in use ({exc.strerror})") from None
+
+
 def run(core: ControllerCore, opts: ServeOptions, stop: threading.Event | None = None) -> int:
     """Block until ``stop`` is set or a signal arrives; returns the exit code."""
+    check_port_free(opts.of_host, opts.of_port)
     os.environ.setdefault("OSKEN_HUB_TYPE", "native")  # before os-ken's hub is imported
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
@@ -43,7 +56,7 @@ def run(core: ControllerCore, opts: ServeOptions, stop: threading.Event | None =
         metrics_server, _ = core.metrics.serve(opts.metrics_port, opts.http_host)
     core.snapshot = core.make_snapshot()
     if opts.api_port:
-        api_server = serve_state(lambda: core.snapshot, opts.api_port, opts.http_host)
+        api_server = serve_state(core.state_json, opts.api_port, opts.http_host)
     app_module.RUNTIME.update(core=core)
     mgr = AppManager.get_instance()
     mgr.load_apps(["tellm.controller.app"])

@@ -59,11 +59,11 @@ def cleanup_leftovers() -> None:
     """Remove what a crashed run of this network may have left (only our own names; never `mn -c`,
     whose pkill patterns would match unrelated processes)."""
     for s in SWITCHES:
-        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", s], capture_output=True)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    for name in re.findall(r"^\d+: ([^:@]+)", links, flags=re.M):
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", s], capture_output=True, check=False)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    for name in re.findall(r"^\d+: ([^:@]+)", links, flags=re.MULTILINE):
         if re.match(r"^(cs\d+-eth\d+|h\d+x\d+-eth\d+)$", name):
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
+            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
 
 
 def build(of_port: int):

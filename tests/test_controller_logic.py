@@ -3,41 +3,32 @@ ordering, failure renormalisation, routers and the core state machine (no switch
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-
-from tecore import PathSet, Topology, check_split, link_loads, mlu, solve_min_mlu
 from tellm.controller.core import ControllerConfig, ControllerCore
 from tellm.controller.counters import COUNTER64, RateEstimator, counter_delta
 from tellm.controller.failure import mask_split, path_alive, restrict_paths
 from tellm.controller.groups import LABEL_BASE, POP, Bucket, desired_state
 from tellm.controller.planner import Installed, OpKind, group_id, plan_update
-from tellm.controller.quantise import quantise_weights, weights_to_split
-from tellm.controller.routers import (ECMPRouter, FallbackRouter, LPRouter, RouterFailure, Routing,
-                                      RoutingInput, make_router)
+from tellm.controller.quantise import apply_deadband, quantise_weights, weights_to_split
+from tellm.controller.routers import (
+    ECMPRouter,
+    FallbackRouter,
+    LPRouter,
+    RouterFailure,
+    Routing,
+    RoutingInput,
+    make_router,
+)
 from tellm.controller.tm import TMEstimator, relative_change
 
+from tecore import Topology, check_split
 
-def diamond(cap=10e6) -> Topology:
-    """s1 - s2 - s4 and s1 - s3 - s4, both directions."""
-    und = [(0, 1), (0, 2), (1, 3), (2, 3)]
-    src = [u for u, v in und] + [v for u, v in und]
-    dst = [v for u, v in und] + [u for u, v in und]
-    n = len(src)
-    return Topology("diamond", ("s1", "s2", "s3", "s4"), np.array(src), np.array(dst), np.full(n, cap),
-                    np.ones(n), np.full(n, 1e-3))
-
-
-def diamond_paths(topo):
-    paths = {}
-    for s in range(4):
-        for d in range(4):
-            if s == d:
-                continue
-            import networkx as nx
-            g = nx.DiGraph(list(zip(topo.src.tolist(), topo.dst.tolist())))
-            paths[(s, d)] = sorted(nx.all_simple_paths(g, s, d), key=lambda p: (len(p), p))[:2]
-    return PathSet.from_node_paths(topo, paths)
+sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
+from controller_fixtures import diamond, diamond_paths
 
 
 @pytest.fixture
@@ -128,7 +119,7 @@ def test_desired_state_labels_and_groups(net):
     for (u, v), lid in li.items():
         port[lid] = 10 + v  # port towards node v is 10 + v on every switch
     p = paths.pair_lookup[0, 3]
-    a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
+    a = paths.pair_ptr[p]
     w = np.zeros(paths.num_paths, dtype=np.int64)
     w[a], w[a + 1] = 192, 64
     st = desired_state(topo, paths, w, dpid, port)
@@ -151,7 +142,7 @@ def test_desired_state_labels_and_groups(net):
 # ------------------------------------------------------------------ make-before-break
 def _state(groups, labels):
     from tellm.controller.groups import DesiredState
-    return DesiredState(labels, groups)
+    return DesiredState.from_dicts(labels, groups)
 
 
 def test_plan_first_install_order():
@@ -344,8 +335,17 @@ def test_core_measures_routes_and_fails_over(net):
     kinds = [op.kind for op in fo.ops]
     assert OpKind.DELETE_GROUP in kinds and kinds.index(OpKind.MODIFY_CLASS) < kinds.index(OpKind.DELETE_GROUP)
     core.commit(fo)
-    snap = core.make_snapshot()
+    core.snapshot = core.make_snapshot()
+    snap = core.state_json()
     assert snap["router"] == "lp" and snap["mlu"] == pytest.approx(0.75)
+    assert [p["weight"] for p in snap["groups"]["s1->s4"]] in ([0, 256], [256, 0])
+    # Group counters give the realised split of the installed group (one bucket now).
+    gid = core.installed.groups[(1, 4)][0]
+    core.group_stats(1, gid, np.array([1000]), 1.0)
+    core.group_stats(1, gid, np.array([5000]), 2.0)
+    core.snapshot = core.make_snapshot()
+    used = [p for p in core.state_json()["groups"]["s1->s4"] if p["weight"] > 0]
+    assert [p["realised"] for p in used] == [1.0]
     assert snap["topology"]["links"][topo.link_index[(0, 1)]]["up"] is False
     import json
     json.dumps(snap)
@@ -362,3 +362,113 @@ def test_core_rejects_missing_dpids(net):
     topo, paths = net
     with pytest.raises(ValueError, match="datapath id"):
         ControllerCore(topo, paths, {"s1": 1}, ECMPRouter())
+
+
+def test_state_api_serves_json_and_404():
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from tellm.controller.api import serve_state
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = serve_state(lambda: {"mlu": 0.5, "router": "lp"}, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=5) as r:
+            assert json.load(r) == {"mlu": 0.5, "router": "lp"}
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=5)
+        assert err.value.code == 404
+    finally:
+        server.shutdown()
+
+
+def _random_state(rng, n_switches=5):
+    labels, groups = {}, {}
+    for s in range(1, n_switches + 1):
+        for d in range(1, n_switches + 1):
+            if s == d or rng.random() < 0.3:
+                continue
+            bs = []
+            for lab in rng.choice(np.arange(16, 60), size=rng.integers(1, 4), replace=False).tolist():
+                bs.append(Bucket(lab, int(rng.integers(1, 5)), int(rng.integers(1, 256))))
+                labels[(d, lab)] = POP
+                labels[(int(rng.integers(1, n_switches + 1)), lab)] = int(rng.integers(1, 5))
+            groups[(s, d)] = tuple(sorted(bs, key=lambda b: b.label))
+    return labels, groups
+
+
+def test_plans_reach_the_target_and_never_reference_missing_state():
+    """Simulate switches op by op: after every phase, each classification rule points at an existing
+    group whose labels exist (make-before-break); after the plan the switches hold the target."""
+    rng = np.random.default_rng(1)
+    switch_labels, switch_groups, switch_class = set(), {}, {}
+    installed = Installed()
+    for _ in range(30):
+        labels, groups = _random_state(rng)
+        plan = plan_update(installed, _state(groups, labels))
+        for phase in plan.phases:
+            for op in phase:
+                k = op.kind
+                if k in (OpKind.ADD_LABEL, OpKind.MODIFY_LABEL):
+                    switch_labels.add((op.dpid, op.label))
+                elif k is OpKind.DELETE_LABEL:
+                    switch_labels.discard((op.dpid, op.label))
+                elif k is OpKind.ADD_GROUP:
+                    assert (op.dpid, op.group_id) not in switch_groups  # never overwrites a live group
+                    switch_groups[(op.dpid, op.group_id)] = op.buckets
+                elif k is OpKind.DELETE_GROUP:
+                    assert switch_class.get((op.dpid, op.dest_dpid)) != op.group_id  # not in use
+                    del switch_groups[(op.dpid, op.group_id)]
+                elif k in (OpKind.ADD_CLASS, OpKind.MODIFY_CLASS):
+                    switch_class[(op.dpid, op.dest_dpid)] = op.group_id
+                elif k is OpKind.DELETE_CLASS:
+                    del switch_class[(op.dpid, op.dest_dpid)]
+            installed_labels = {lab for _, lab in switch_labels}
+            for (s, d), gid in switch_class.items():
+                assert (s, gid) in switch_groups
+                assert all(b.label in installed_labels for b in switch_groups[(s, gid)])
+        installed = plan.after
+        assert switch_labels == set(labels)
+        assert {k: switch_groups[(k[0], gid)] for k, gid in switch_class.items()} == groups
+        assert len(switch_groups) == len(groups)
+
+
+def test_desired_state_matches_a_per_path_reference():
+    import networkx as nx
+
+    from tecore import compute_paths
+
+    g = nx.connected_watts_strogatz_graph(14, 4, 0.3, seed=3)
+    topo = Topology.from_networkx(g, name="ws14")
+    paths = compute_paths(topo, k=3, workers=1)
+    rng = np.random.default_rng(2)
+    w = quantise_weights(rng.random(paths.num_paths) ** 4 * (rng.random(paths.num_paths) < 0.6), paths.pair_ptr)
+    dpid = np.arange(topo.num_nodes) * 7 + 3  # dpids unrelated to node order
+    port = rng.permutation(topo.num_links) + 1
+    st = desired_state(topo, paths, w, dpid, port)
+    labels, groups = {}, {}
+    for j in range(paths.num_paths):
+        if w[j] == 0:
+            continue
+        links = paths.path_links[paths.path_ptr[j]:paths.path_ptr[j + 1]]
+        for lk in links[1:]:
+            labels[(int(dpid[topo.src[lk]]), j + LABEL_BASE)] = int(port[lk])
+        labels[(int(dpid[topo.dst[links[-1]]]), j + LABEL_BASE)] = POP
+        s, d = paths.pairs[paths.path_pair[j]]
+        groups.setdefault((int(dpid[s]), int(dpid[d])), []).append(Bucket(j + LABEL_BASE, int(port[links[0]]), int(w[j])))
+    assert st.labels == labels
+    assert st.groups == {k: tuple(v) for k, v in groups.items()}
+
+
+def test_weight_deadband_keeps_small_moves_only():
+    ptr = np.array([0, 2, 4, 6])
+    old = np.array([128, 128, 200, 56, 256, 0])
+    new = np.array([130, 126, 190, 66, 250, 6])  # pair 0 moves 2, pair 1 moves 10, pair 2 starts a path
+    out = apply_deadband(new, old, ptr, 3)
+    assert out.tolist() == [128, 128, 190, 66, 250, 6]
+    assert apply_deadband(new, old, ptr, 0).tolist() == new.tolist()
+    assert apply_deadband(new, None, ptr, 3).tolist() == new.tolist()

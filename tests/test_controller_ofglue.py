@@ -4,6 +4,8 @@ serialise, so malformed messages fail here) every OpenFlow 1.5 message the app s
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,17 +13,19 @@ import pytest
 
 os.environ.setdefault("OSKEN_HUB_TYPE", "native")
 
-from os_ken.lib.packet import arp, ethernet, ipv4, packet  # noqa: E402
-from os_ken.ofproto import ether, ofproto_v1_5 as ofp, ofproto_v1_5_parser as parser  # noqa: E402
+from os_ken.lib.packet import arp, ethernet, packet
+from os_ken.ofproto import ether
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+from tellm.controller import ofmsgs
+from tellm.controller.app import TellmController
+from tellm.controller.core import ControllerCore
+from tellm.controller.groups import POP, Bucket
+from tellm.controller.planner import Op, OpKind
+from tellm.controller.routers import LPRouter
 
-from tellm.controller import ofmsgs  # noqa: E402
-from tellm.controller.app import TellmController  # noqa: E402
-from tellm.controller.core import ControllerCore  # noqa: E402
-from tellm.controller.groups import POP, Bucket  # noqa: E402
-from tellm.controller.planner import Op, OpKind  # noqa: E402
-from tellm.controller.routers import LPRouter  # noqa: E402
-
-from test_controller_logic import diamond, diamond_paths  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
+from controller_fixtures import diamond, diamond_paths
 
 
 class FakeDatapath:
@@ -54,7 +58,8 @@ class FakeDatapath:
 
 def _roundtrip(msg):
     """Parse the serialised bytes back as a switch would see them."""
-    from os_ken.ofproto.ofproto_parser import header, msg as parse_msg
+    from os_ken.ofproto.ofproto_parser import header
+    from os_ken.ofproto.ofproto_parser import msg as parse_msg
 
     version, msg_type, msg_len, xid = header(msg.buf)
     return parse_msg(SimpleNamespace(ofproto=ofp, ofproto_parser=parser), version, msg_type, msg_len, xid, msg.buf)

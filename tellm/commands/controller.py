@@ -48,6 +48,9 @@ def register(sub) -> None:
                    help="reroute only when the TM changed by more than this (relative L1); 0 = every interval")
     g.add_argument("--total-weight", type=int, default=256,
                    help="bucket weights of a pair sum to this (per-bucket error < 1/W; OVS dp_hash needs <= 256)")
+    g.add_argument("--weight-deadband", type=int, default=0, metavar="UNITS",
+                   help="keep a pair's installed weights unless a bucket would move by more than UNITS/W "
+                        "(fewer group rewrites from routing noise; adds at most UNITS/W error); 0 = off")
     p.set_defaults(func=run)
 
 
@@ -78,6 +81,8 @@ def run(args) -> int:
         raise CLIError("--ewma-alpha must be in (0, 1]")
     if not 1 <= args.total_weight <= 256:
         raise CLIError("--total-weight must be between 1 and 256 (Open vSwitch dp_hash limit)")
+    if not 0 <= args.weight_deadband < args.total_weight:
+        raise CLIError("--weight-deadband must be >= 0 and below --total-weight")
     for name in ("of_port", "metrics_port", "api_port"):
         v = getattr(args, name)
         if not 0 <= v <= 65535 or (name == "of_port" and v == 0):
@@ -88,7 +93,8 @@ def run(args) -> int:
     from tellm.controller.core import ControllerConfig, ControllerCore
     from tellm.controller.metrics import Metrics
     from tellm.controller.routers import make_router
-    from tellm.controller.runner import ServeOptions, run as serve
+    from tellm.controller.runner import ServeOptions
+    from tellm.controller.runner import run as serve
 
     logging.getLogger("tellm.controller").setLevel(min(logging.getLogger().level, logging.WARNING))
     metrics = Metrics()
@@ -101,7 +107,8 @@ def run(args) -> int:
         core = ControllerCore(topo, paths, _dpids(topo, args.topology), router, metrics,
                               ControllerConfig(poll_interval_seconds=args.poll_interval,
                                                reroute_threshold=args.reroute_threshold, ewma_alpha=args.ewma_alpha,
-                                               history=args.history, total_weight=args.total_weight))
+                                               history=args.history, total_weight=args.total_weight,
+                                               weight_deadband=args.weight_deadband))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     try:
