@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="auto",
                    help="execution provider: auto uses CUDA when available and falls back to the CPU")
     p.add_argument("--workers", type=int, default=8, help="gRPC handler threads (concurrent requests)")
+    p.add_argument("--max-parallel-runs", type=int, default=4,
+                   help="model runs at once; further requests queue until a slot frees or their deadline "
+                        "passes (bounds memory on large topologies)")
     p.add_argument("--ort-threads", type=int, default=0,
                    help="onnxruntime intra-op threads per run (0 = onnxruntime's default: one per core)")
     p.add_argument("--watch-interval", type=float, default=1.0, metavar="SECONDS",
@@ -49,14 +52,15 @@ def run(args) -> int:
     if not model.exists():
         raise CLIError(f"model file {model} does not exist" +
                        ("" if args.model else " (no model is shipped in this install; pass --model FILE.onnx)"))
-    for name in ("port", "workers", "max_topologies"):
+    for name in ("port", "workers", "max_topologies", "max_parallel_runs"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise CLIError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'port' else '>= 1'}")
     if args.watch_interval < 0 or args.grace < 0:
         raise CLIError("--watch-interval and --grace must be >= 0")
     config = ServerConfig(model_path=model, host=args.host, port=args.port,
                           metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-                          workers=args.workers, provider=args.provider, ort_threads=args.ort_threads,
+                          workers=args.workers, max_parallel_runs=args.max_parallel_runs, provider=args.provider,
+                          ort_threads=args.ort_threads,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
                           max_topologies=args.max_topologies)
 

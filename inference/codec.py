@@ -41,25 +41,27 @@ def _varint(value: int) -> bytes:
 
 
 def encode_varints(values: np.ndarray) -> bytes:
-    """Protobuf base-128 varint encoding of non-negative integers, vectorised."""
-    v = np.ascontiguousarray(values, dtype=np.uint64)
+    """Protobuf base-128 varint encoding of non-negative integers, vectorised.
+
+    Lays every value out as ``width`` candidate bytes (7 bits each, continuation bit set when more
+    bits follow) in an [n, width] table, then keeps each value's significant bytes with one boolean
+    compress: a handful of passes over the data whatever its size.
+    """
+    v = np.asarray(values)
     if v.size == 0:
         return b""
+    v = v.astype(np.uint32 if int(v.max()) < 2**32 else np.uint64, copy=False)
     width = max(1, (int(v.max()).bit_length() + 6) // 7)  # bytes of the largest value
     if width == 1:
         return v.astype(np.uint8).tobytes()
-    nbytes = np.ones(v.shape, dtype=np.int64)
-    for k in range(1, width):
-        nbytes += v >= np.uint64(1 << (7 * k))
-    ends = np.cumsum(nbytes)
-    starts = ends - nbytes
-    out = np.empty(int(ends[-1]), dtype=np.uint8)
-    out[starts] = (v & np.uint64(0x7F)).astype(np.uint8) | np.where(nbytes > 1, 0x80, 0).astype(np.uint8)
-    for k in range(1, width):
-        has = np.flatnonzero(nbytes > k)
-        chunk = ((v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-        out[starts[has] + k] = chunk | np.where(nbytes[has] > k + 1, 0x80, 0).astype(np.uint8)
-    return out.tobytes()
+    table = np.empty((v.shape[0], width), dtype=np.uint8)
+    keep = np.empty((v.shape[0], width), dtype=bool)
+    for k in range(width):
+        rest = v >> v.dtype.type(7 * k)
+        more = rest > 0x7F
+        table[:, k] = (rest & 0x7F).astype(np.uint8) | (more.astype(np.uint8) << 7)
+        keep[:, k] = True if k == 0 else (rest > 0)
+    return table[keep].tobytes()
 
 
 def set_packed(msg: Message, field_name: str, values: np.ndarray) -> None:

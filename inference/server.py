@@ -28,7 +28,7 @@ from .topologies import TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
-#: Kdl at k=4 registers ~2.3M paths and ~20M path-link entries (~60 MB on the wire); leave headroom.
+#: Kdl at k=4 registers 2.27M paths and ~52M path-link entries (~105 MB on the wire); leave headroom.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
@@ -39,6 +39,7 @@ class ServerConfig:
     port: int = 50051
     metrics_port: int | None = 9102  # None: no metrics endpoint; 0: any free port
     workers: int = 8
+    max_parallel_runs: int = 4  # model runs at once; more requests wait (deadline-bounded)
     provider: ProviderChoice = "auto"
     ort_threads: int = 0  # 0: onnxruntime's default
     watch_interval_seconds: float = 1.0  # 0: no file watching
@@ -83,7 +84,7 @@ class InferenceServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
                              options=options, maximum_concurrent_rpcs=None)
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
-            TrafficEngineeringServicer(self.models, self.topologies, self.metrics), server)
+            TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

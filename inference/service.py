@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 
 import grpc
@@ -80,10 +81,14 @@ def model_info_message(model: LoadedModel) -> pb.ModelInfo:
 
 
 class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
-    def __init__(self, models: ModelHolder, topologies: TopologyStore, metrics: ServiceMetrics):
+    def __init__(self, models: ModelHolder, topologies: TopologyStore, metrics: ServiceMetrics,
+                 max_parallel_runs: int = 4):
         self.models = models
         self.topologies = topologies
         self.metrics = metrics
+        # Bounds memory (a Kdl-size run allocates ~1 GB of intermediates) and CPU oversubscription
+        # (each run already uses every core); waiting for a slot still honours the deadline.
+        self.run_slots = threading.BoundedSemaphore(max_parallel_runs)
 
     # ---------------------------------------------------------------- RegisterTopology
     @_rpc("RegisterTopology")
@@ -155,21 +160,12 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("the deadline passed before the model ran")
-        import onnxruntime as ort
-
-        run_options = ort.RunOptions()
-        # When the call ends early (deadline, cancellation) stop the model run instead of finishing
-        # work nobody will read; after a normal reply the flag is set on a finished run (harmless).
-        context.add_callback(lambda: setattr(run_options, "terminate", True))
-        feeds = {"demand_bps": demand, "capacity_bps": topo.capacity_bps, "latency_seconds": topo.latency_seconds,
-                 "link_up": link_up, "path_pair": topo.path_pair, "inc_path": topo.inc_path,
-                 "inc_link": topo.inc_link, "policy": policy}
+        if not self.run_slots.acquire(timeout=remaining):
+            raise DeadlineExceeded("the deadline passed while waiting for a free model slot")
         try:
-            out = model.run(feeds, run_options)
-        except Exception as exc:
-            if not context.is_active() or (context.time_remaining() or 1.0) <= 0:
-                raise DeadlineExceeded("the deadline passed while the model ran") from exc
-            raise
+            out = self._run(model, topo, demand, link_up, policy, context)
+        finally:
+            self.run_slots.release()
         t_model = time.perf_counter()
 
         split = np.asarray(out["split"], dtype=np.float32).reshape(-1)
@@ -192,6 +188,24 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         reply.timings.encode_seconds = t_end - t_model
         reply.timings.total_seconds = t_end - t0
         return reply
+
+    @staticmethod
+    def _run(model: LoadedModel, topo, demand, link_up, policy, context) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        # When the call ends early (deadline, cancellation) stop the model run instead of finishing
+        # work nobody will read; after a normal reply the flag is set on a finished run (harmless).
+        context.add_callback(lambda: setattr(run_options, "terminate", True))
+        static = {"capacity_bps": topo.capacity_bps, "latency_seconds": topo.latency_seconds,
+                  "path_pair": topo.path_pair, "inc_path": topo.inc_path, "inc_link": topo.inc_link}
+        dynamic = {"demand_bps": demand, "link_up": link_up, "policy": policy}
+        try:
+            return model.run_bound(topo, static, dynamic, run_options)
+        except Exception as exc:
+            if not context.is_active() or (context.time_remaining() or 1.0) <= 0:
+                raise DeadlineExceeded("the deadline passed while the model ran") from exc
+            raise
 
     @staticmethod
     def _policy(request: pb.RouteRequest, model: LoadedModel) -> np.ndarray:

@@ -124,7 +124,8 @@ def build_topology(node_names, link_src, link_dst, capacity_bps, latency_seconds
     if np.unique(key).shape[0] != num_pairs:
         _, first_idx, counts = np.unique(key, return_index=True, return_counts=True)
         i = int(first_idx[counts > 1].min())
-        raise InvalidArgument("paths.pair_src_nodes", f"pair {i} ({pair_src[i]} -> {pair_dst[i]}) is listed twice")
+        raise InvalidArgument("paths.pair_src_nodes",
+                              f"pair {i} ({pair_src[i]} -> {pair_dst[i]}) is listed twice")
     if (pair_counts < 1).any():
         i = _first(pair_counts < 1)
         raise InvalidArgument(f"paths.pair_path_counts[{i}]", "every pair needs at least one path")
@@ -142,27 +143,31 @@ def build_topology(node_names, link_src, link_dst, capacity_bps, latency_seconds
                               f"link {links[k]} does not exist (the topology has {num_links} links)")
 
     path_pair = np.repeat(np.arange(num_pairs, dtype=np.int64), pair_counts)
-    inc_path = np.repeat(np.arange(num_paths, dtype=np.int64), link_counts)
     ends = np.cumsum(link_counts)
     starts = ends - link_counts
-    bad = link_src[links[starts]] != pair_src[path_pair]
+    # Node tables in int32 halve the memory traffic of the two 50M-entry gathers on Kdl.
+    tail = link_src.astype(np.int32)[links]  # tail node of every path-link entry
+    head = link_dst.astype(np.int32)[links]
+    bad = tail[starts] != pair_src[path_pair]
     if bad.any():
         j = _first(bad)
         raise InvalidArgument("paths.path_link_ids", f"path {j} does not start at its pair's source node "
                                                      f"{pair_src[path_pair[j]]}")
-    bad = link_dst[links[ends - 1]] != pair_dst[path_pair]
+    bad = head[ends - 1] != pair_dst[path_pair]
     if bad.any():
         j = _first(bad)
         raise InvalidArgument("paths.path_link_ids", f"path {j} does not end at its pair's destination node "
                                                      f"{pair_dst[path_pair[j]]}")
-    inner = np.ones(nnz, dtype=bool)
-    inner[ends - 1] = False
-    inner_idx = np.flatnonzero(inner)
-    bad = link_dst[links[inner_idx]] != link_src[links[inner_idx + 1]]
-    if bad.any():
-        k = int(inner_idx[_first(bad)])
+    # Entry k and k+1 of the same path must meet; entries that end a path are exempt.
+    mismatch = head[:-1] != tail[1:]
+    mismatch[ends[:-1] - 1] = False
+    if mismatch.any():
+        k = _first(mismatch)
+        j = int(np.searchsorted(ends, k, side="right"))
         raise InvalidArgument(f"paths.path_link_ids[{k + 1}]",
-                              f"path {inc_path[k]} has consecutive links {links[k]} and {links[k + 1]} that do not meet")
+                              f"path {j} has consecutive links {links[k]} and {links[k + 1]} that do not meet")
+    del tail, head, mismatch
+    inc_path = np.repeat(np.arange(num_paths, dtype=np.int64), link_counts)
 
     h = hashlib.sha256()
     h.update("\0".join(node_names).encode())

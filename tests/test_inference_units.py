@@ -33,7 +33,8 @@ def test_packed_varints_match_protobuf(values):
     set_packed(fast, "path_link_ids", np.array(values, dtype=np.int64))
     slow.path_link_ids.extend(values)
     assert fast.SerializeToString() == slow.SerializeToString()
-    assert get_array(pb.CandidatePaths.FromString(fast.SerializeToString()), "path_link_ids", np.int64).tolist() == values
+    decoded = pb.CandidatePaths.FromString(fast.SerializeToString())
+    assert get_array(decoded, "path_link_ids", np.int64).tolist() == values
 
 
 @settings(max_examples=30, deadline=None)
