@@ -142,3 +142,28 @@ def test_demo_cli_lists_every_scenario():
     from tellm.commands.demo import SCENARIO_NAMES
 
     assert sorted(SCENARIO_NAMES) == sorted(S.SCENARIOS)
+
+
+def test_demo_traffic_sources():
+    from tecore import ecmp_link_loads, mlu
+    from tellm.cli import CLIError
+    from tellm.commands.demo import traffic_matrix
+
+    sc = S.get("abilene")
+    for src in ("scenario", "gravity", "bimodal"):
+        tm = traffic_matrix(sc, src, seed=2, load=0.5)
+        assert mlu(sc.topology, ecmp_link_loads(sc.topology, tm)) == pytest.approx(0.5)
+    with pytest.raises(CLIError, match="choose scenario"):
+        traffic_matrix(sc, "nope", 0, None)
+
+
+def test_demo_replays_real_sndlib_matrices(data_dir, monkeypatch):
+    from tecore import ecmp_link_loads, mlu
+    from tellm.commands.demo import traffic_matrix
+
+    monkeypatch.setenv("TELLM_DATA_DIR", str(data_dir))
+    for name in ("abilene", "geant"):
+        sc = S.get(name)
+        tm = traffic_matrix(sc, "sndlib", 0, None)
+        assert tm.label[:4] in ("2004", "2005")  # an SNDlib timestamp
+        assert mlu(sc.topology, ecmp_link_loads(sc.topology, tm)) == pytest.approx(sc.load)

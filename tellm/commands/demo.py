@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "through the inference service), lp (the controller's in-process LP)")
     p.add_argument("--model", type=Path, default=None, metavar="FILE.onnx",
                    help="TE model for the inference service (default: the one shipped with tellm)")
+    p.add_argument("--tm", default="scenario", metavar="SOURCE",
+                   help="traffic: scenario (the scenario's own TM), a generated family (gravity, uniform, "
+                        "poisson, bimodal, hotspot; --seed), or sndlib (the first real SNDlib matrix of abilene "
+                        "or geant; needs the data folder, TELLM_DATA_DIR)")
     p.add_argument("--load", type=float, default=None, metavar="MLU",
                    help="scale the scenario's TM so shortest-path routing reaches this MLU (default: the "
                         "scenario's own)")
@@ -75,6 +79,30 @@ def default_events(scenario, demand_bps, duration_seconds: float):
                        Event("link_up", 0.75 * duration_seconds, u, v)]
             break
     return events
+
+
+def traffic_matrix(scenario, source: str, seed: int, load: float | None):
+    """The TM to replay, scaled so that shortest paths reach ``load`` (default: the scenario's)."""
+    from tecore import generate, read_sndlib_demands, scale_to_mlu
+    from tecore.traffic import GENERATORS, find_sndlib_demands
+
+    topo = scenario.topology
+    if source == "scenario":
+        tm = scenario.default_tm(seed=seed)
+        return tm if load is None else scale_to_mlu(topo, tm, load)
+    if source in GENERATORS:
+        tm = generate(topo, source, 1, seed=seed)[0]
+    elif source == "sndlib":
+        archive = find_sndlib_demands(scenario.name)
+        if archive is None:
+            raise CLIError(f"--tm sndlib: no SNDlib demand archive for {scenario.name!r} in the data folder "
+                           "(only abilene and geant have one; set TELLM_DATA_DIR to ../shared/data)")
+        tm = next(iter(read_sndlib_demands(archive, topo, limit=1)), None)
+        if tm is None:
+            raise CLIError(f"{archive}: no non-empty traffic matrix")
+    else:
+        raise CLIError(f"--tm {source!r}: choose scenario, sndlib or one of {', '.join(GENERATORS)}")
+    return scale_to_mlu(topo, tm, scenario.load if load is None else load)
 
 
 def _fmt(x) -> str:
@@ -116,11 +144,7 @@ def run(args) -> int:
 
     console = Console()
     scenario = get(args.scenario)
-    tm = scenario.default_tm(seed=args.seed)
-    if args.load is not None:
-        from tecore import scale_to_mlu
-
-        tm = scale_to_mlu(scenario.topology, tm, args.load)
+    tm = traffic_matrix(scenario, args.tm, args.seed, args.load)
     events = [] if args.no_events else default_events(scenario, tm.demand_bps, args.duration)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
