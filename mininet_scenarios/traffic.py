@@ -181,6 +181,11 @@ def run_receiver(report: str, flows: int, duration_seconds: float, port: int = D
     s.bind(("0.0.0.0", port))
     s.settimeout(0.2)
     counts: dict[str, np.ndarray] = {}
+    next_seq: dict[str, np.ndarray] = {}
+    # Sequence gaps as they are seen (epoch, source, flow, first missing seq, how many): says when
+    # packets went missing; a late (reordered) packet fills a gap and is counted in `late`.
+    gaps: list[tuple[float, str, int, int, int]] = []
+    late = 0
     bad = 0
     stop = False
 
@@ -201,15 +206,23 @@ def run_receiver(report: str, flows: int, duration_seconds: float, port: int = D
         if len(data) < HEADER.size:
             bad += 1
             continue
-        magic, f, _seq = HEADER.unpack_from(data)
+        magic, f, seq = HEADER.unpack_from(data)
         if magic != MAGIC or f >= flows:
             bad += 1
             continue
         c = counts.get(ip)
         if c is None:
             c = counts[ip] = np.zeros(flows, dtype=np.int64)
+            next_seq[ip] = np.zeros(flows, dtype=np.int64)
         c[f] += 1
-    result = {"received": {ip: c.tolist() for ip, c in counts.items()}, "malformed": bad}
+        expect = next_seq[ip][f]
+        if seq > expect and len(gaps) < 10000:
+            gaps.append((time.time(), ip, int(f), int(expect), int(seq - expect)))
+        elif seq < expect:
+            late += 1
+        next_seq[ip][f] = max(expect, seq + 1)
+    result = {"received": {ip: c.tolist() for ip, c in counts.items()}, "malformed": bad,
+              "late": late, "gaps": gaps}
     Path(report).write_text(json.dumps(result))
     return result
 
@@ -221,6 +234,9 @@ class LossReport:
     received: int
     #: {(src ip, dst ip): (sent, received)}
     per_pair: dict = field(default_factory=dict)
+    #: {(src ip, dst ip): [(seconds after traffic start, flow, first missing seq, count)]}: where
+    #: a receiver saw sequence numbers skipped (reordered packets that came later also show here).
+    gaps: dict = field(default_factory=dict)
 
     @property
     def lost(self) -> int:
@@ -318,13 +334,17 @@ class TrafficRun:
     def loss(self) -> LossReport:
         """Sent vs received per pair, from the reports (call after wait_senders + stop_receivers)."""
         received: dict[tuple[str, str], int] = {}
+        gaps: dict[tuple[str, str], list] = {}
         for hname in self.receivers:
             dst_ip = self.tb.host(hname).IP()
             f = self.workdir / f"recv-{hname}.json"
             if not f.exists():
                 raise RuntimeError(f"receiver on {hname} wrote no report")
-            for src_ip, counts in json.loads(f.read_text())["received"].items():
+            doc = json.loads(f.read_text())
+            for src_ip, counts in doc["received"].items():
                 received[(src_ip, dst_ip)] = int(sum(counts))
+            for t, src_ip, flow, first, n in doc.get("gaps", []):
+                gaps.setdefault((src_ip, dst_ip), []).append((t - (self.start_epoch or 0.0), flow, first, n))
         per_pair = {}
         tot_s = tot_r = 0
         for hname in self.senders:
@@ -336,7 +356,7 @@ class TrafficRun:
                 per_pair[(src_ip, dst_ip)] = (s, r)
                 tot_s += s
                 tot_r += r
-        return LossReport(tot_s, tot_r, per_pair)
+        return LossReport(tot_s, tot_r, per_pair, gaps)
 
 
 def subprocess_stdout():

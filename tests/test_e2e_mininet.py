@@ -322,10 +322,12 @@ def test_updates_lose_no_packets(env, lock):
         sent, received = loss.per_pair[(a_ip, d_ip)]
         print(f"\nupdates: {updates:.0f} group updates during the flow; a->d sent {sent}, received {received}; "
               f"a->d weights before burst {[p['weight'] for p in groups_before or []]}, "
-              f"during {[p['weight'] for p in groups_burst or []]}; all pairs {loss.sent} sent, {loss.received} received")
+              f"during {[p['weight'] for p in groups_burst or []]}; all pairs {loss.sent} sent, {loss.received} received; "
+              f"sequence gaps (s after start, flow, seq, count): {loss.gaps}")
         assert updates >= 1, "no routing change happened during the flow: the test proves nothing"
         assert groups_before != groups_burst, "a->d's routing did not change during the burst"
         assert sent > 1000
-        assert received == sent, f"{sent - received} packets of the steady flow lost"
+        assert received == sent, (f"{sent - received} packets of the steady flow lost; gaps (s after start, "
+                                  f"flow, seq, count): {loss.gaps.get((a_ip, d_ip))}")
     finally:
         net.close()
