@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args) -> int:
     from tellm.cli import CLIError
 
-    from .model import ModelError, default_model_path
+    from .session import ModelError, default_model_path
     from .server import ServerConfig, serve
 
     model = args.model or default_model_path()

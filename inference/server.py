@@ -22,13 +22,13 @@ from grpc_reflection.v1alpha import reflection
 from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
 from .metrics import ServiceMetrics
-from .model import LoadedModel, ModelHolder, ProviderChoice
+from .session import LoadedModel, ModelHolder, ProviderChoice
 from .service import SERVICE_NAME, TrafficEngineeringServicer
 from .topologies import TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
-#: Kdl at k=4 registers 2.27M paths and ~52M path-link entries (~105 MB on the wire); leave headroom.
+#: Kdl at k=4 registers 2.27M paths and ~54M path-link entries (~110 MB on the wire); leave headroom.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 

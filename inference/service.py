@@ -23,7 +23,7 @@ from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from .codec import get_array, set_packed
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics
-from .model import LoadedModel, ModelError, ModelHolder
+from .session import LoadedModel, ModelError, ModelHolder
 from .topologies import TopologyStore, build_topology
 
 log = logging.getLogger("tellm.inference.service")
@@ -162,6 +162,7 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
             raise DeadlineExceeded("the deadline passed before the model ran")
         if not self.run_slots.acquire(timeout=remaining):
             raise DeadlineExceeded("the deadline passed while waiting for a free model slot")
+        t_slot = time.perf_counter()
         try:
             out = self._run(model, topo, demand, link_up, policy, context)
         finally:
@@ -184,7 +185,8 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         set_packed(reply, "link_load_bps", loads)
         t_end = time.perf_counter()
         reply.timings.decode_seconds = t_decoded - t0
-        reply.timings.model_seconds = t_model - t_decoded
+        reply.timings.queue_seconds = t_slot - t_decoded
+        reply.timings.model_seconds = t_model - t_slot
         reply.timings.encode_seconds = t_end - t_model
         reply.timings.total_seconds = t_end - t0
         return reply

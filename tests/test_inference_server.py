@@ -417,3 +417,36 @@ def test_client_retries_until_the_server_comes_up(tmp_path, net):
         starter.join()
         client.close()
         server.stop(0)
+
+
+def test_model_slots_serialise_runs(tmp_path):
+    """--max-parallel-runs 1: of two simultaneous large requests one waits for the other's run."""
+    path, _ = model_under_test(tmp_path)
+    s = RunningServer(path, watch_interval_seconds=0, max_parallel_runs=1)
+    channel = grpc.insecure_channel(s.address, options=[("grpc.max_send_message_length", 256 << 20),
+                                                        ("grpc.max_receive_message_length", 256 << 20)])
+    try:
+        topo, paths = big_ring(150)
+        h = s.client.register_topology(topo, paths, topology_id="slots")
+        stub = pb_grpc.TrafficEngineeringServiceStub(channel)
+        req = pb.RouteRequest(topology_id=h.topology_id, topology_version=h.version)
+        set_packed(req, "demand_bps", np.full(paths.num_pairs, 1e6, np.float32))
+        stub.Route(req, timeout=60)  # warm-up
+        barrier = threading.Barrier(2)
+
+        def call(_):
+            barrier.wait()
+            return stub.Route(req, timeout=60).timings
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            a, b = list(pool.map(call, range(2)))
+        # One ran at once; the other queued for about one model run before its own run.
+        first, second = sorted((a, b), key=lambda t: t.queue_seconds)
+        assert first.queue_seconds < 0.5 * first.model_seconds, (a, b)
+        assert second.queue_seconds >= 0.7 * first.model_seconds, (a, b)
+        for t in (a, b):
+            parts = t.decode_seconds + t.queue_seconds + t.model_seconds + t.encode_seconds
+            assert parts == pytest.approx(t.total_seconds, rel=1e-6, abs=1e-6)
+    finally:
+        channel.close()
+        s.stop()

@@ -18,7 +18,7 @@ from inference_support import paths_for, ring_topology
 from tecore import link_loads
 from tellm.inference.codec import get_array, register_request, set_packed
 from tellm.inference.errors import FailedPrecondition, InvalidArgument
-from tellm.inference.model import ModelError, load_model
+from tellm.inference.session import ModelError, load_model
 from tellm.inference.reference_model import write_equal_split_model
 from tellm.inference.topologies import TopologyStore, build_topology
 from tellm.v1 import traffic_engineering_service_pb2 as pb

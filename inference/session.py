@@ -21,7 +21,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-log = logging.getLogger("tellm.inference.model")
+log = logging.getLogger("tellm.inference.session")
 
 REQUIRED_INPUTS = {
     "demand_bps": "tensor(float)", "capacity_bps": "tensor(float)", "latency_seconds": "tensor(float)",
