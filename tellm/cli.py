@@ -15,6 +15,7 @@ from . import __version__
 COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
+    "tellm.commands.model",
     "tellm.inference.cli",
     "tellm.commands.controller",
     "tellm.commands.demo",
