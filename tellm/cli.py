@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "tellm.inference.cli",
     "tellm.commands.controller",
     "tellm.commands.policy",
+
+    "tellm.commands.demo",
 ]
 
 
