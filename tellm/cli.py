@@ -20,7 +20,6 @@ COMMAND_MODULES = [
     "tellm.inference.cli",
     "tellm.commands.controller",
     "tellm.commands.policy",
-
     "tellm.commands.demo",
 ]
 
