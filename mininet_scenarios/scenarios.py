@@ -7,17 +7,18 @@ A scenario gives two views of one network that must agree:
 - the tecore YAML topology the controller reads (``Scenario.yaml_doc``): the same nodes in dpid order,
   capacities in bit/s equal to the TCLink rates, plus ``dpids`` and ``hosts_per_switch``.
 
-Abilene and GEANT come from SNDlib, shipped in this package as YAML (``abilene.yaml``, ``geant.yaml``,
-written once by ``scripts/gen_sndlib_scenarios.py``) so nothing under ../shared/data is needed at run
-time. Link rates are scaled down to a few Mbit/s: the userspace datapath on a shared 2-core machine
-forwards only a modest total rate (see benchmarks/README.md for what was measured).
+Abilene and GEANT are built at run time from the SNDlib network files in the data directory
+(``$TELLM_DATA_DIR`` or ../shared/data): SNDlib's licence keeps its data out of this package, so these
+two scenarios need that folder (a clear error says so when it is absent); diamond and leafspine need
+nothing. Link rates are scaled down to a few Mbit/s (largest SNDlib link -> 4 Mbit/s, ratios kept,
+floor 0.5 Mbit/s): the userspace datapath on a shared 2-core machine forwards only a modest total rate
+(see benchmarks/README.md for what was measured).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -197,17 +198,39 @@ def from_yaml(path: str | Path, load: float = 0.6) -> Scenario:
                     links, hosts_per_switch=int(doc.get("hosts_per_switch", 1)), load=load)
 
 
-def _packaged(name: str, load: float) -> Scenario:
-    ref = resources.files("tellm.mininet_scenarios") / f"{name}.yaml"
-    with resources.as_file(ref) as p:
-        return from_yaml(p, load=load)
+def from_sndlib(spec: str, name: str, max_rate_mbps: float = 4.0, min_rate_mbps: float = 0.5,
+                load: float = 0.6) -> Scenario:
+    """A scenario from an SNDlib network in the data directory, link rates scaled to a few Mbit/s."""
+    from tecore import TopologyError, load_topology
+
+    try:
+        topo = load_topology(spec)
+    except TopologyError as exc:
+        raise ScenarioError(f"the {name} scenario is built from SNDlib's network file, which tellm does not "
+                            f"ship (SNDlib licence); set TELLM_DATA_DIR to a folder with sndlib/networks/ "
+                            f"({exc})") from None
+    scale = max_rate_mbps * 1e6 / float(topo.capacity_bps.max())
+    links, seen = [], set()
+    for lid in range(topo.num_links):
+        u, v = int(topo.src[lid]), int(topo.dst[lid])
+        if (v, u) in seen:
+            continue
+        seen.add((u, v))
+        back = topo.link_index.get((v, u))
+        cap = float(topo.capacity_bps[lid])
+        if back is not None and float(topo.capacity_bps[back]) != cap:
+            raise ScenarioError(f"{spec}: link {u}-{v} has different capacities per direction")
+        rate_bps = round(max(min_rate_mbps * 1e6, cap * scale) / 1e4) * 1e4  # 10 kbit/s steps
+        links.append(LinkSpec(topo.nodes[u], topo.nodes[v], rate_bps, float(topo.latency_seconds[lid])))
+    return Scenario(name, f"SNDlib {topo.name}: {topo.num_nodes} nodes, {len(links)} links, capacities x{scale:.3g}",
+                    topo.nodes, tuple(links), hosts_per_switch=1, load=load)
 
 
 SCENARIOS = {
     "diamond": diamond,
     "leafspine": leafspine,
-    "abilene": lambda: _packaged("abilene", load=0.6),
-    "geant": lambda: _packaged("geant", load=0.5),
+    "abilene": lambda: from_sndlib("sndlib:abilene", "abilene", load=0.6),
+    "geant": lambda: from_sndlib("sndlib:geant", "geant", load=0.5),
 }
 
 

@@ -147,7 +147,7 @@ def _predicted_loads(topo, st: dict) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_reachability_all_pairs_abilene(env, lock):
+def test_reachability_all_pairs_abilene(data_dir, env, lock):
     """Every ordered host pair of the SNDlib Abilene scenario answers ping through the controller."""
     from tellm.mininet_scenarios.scenarios import get
 
@@ -163,7 +163,7 @@ def test_reachability_all_pairs_abilene(env, lock):
         net.close()
 
 
-def test_realisation_measured_loads_match_reply(env, lock):
+def test_realisation_measured_loads_match_reply(data_dir, env, lock):
     """Abilene with a gravity TM: per-link loads from port counters match the loads the routing reply
     predicts for the measured TM within 15% of each link's capacity."""
     from tellm.mininet_scenarios.scenarios import get

@@ -55,8 +55,8 @@ def test_addressing_contract():
     assert hosts[0] == ("h1x1", 1, 1)
 
 
-def test_shipped_sndlib_scenarios_match_sndlib(data_dir):
-    """abilene.yaml / geant.yaml keep SNDlib's nodes, links and capacity ratios (scaled)."""
+def test_sndlib_scenarios_match_sndlib(data_dir):
+    """The abilene / geant scenarios keep SNDlib's nodes, links and capacity ratios (scaled)."""
     for name, spec in (("abilene", "sndlib:abilene"), ("geant", "sndlib:geant")):
         ours, ref = S.get(name).topology, load_topology(spec)
         assert set(ours.nodes) == set(ref.nodes)
@@ -144,9 +144,16 @@ def test_demo_cli_lists_every_scenario():
     assert sorted(SCENARIO_NAMES) == sorted(S.SCENARIOS)
 
 
-def test_demo_traffic_sources():
+def test_sndlib_scenarios_need_the_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TELLM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("tecore.loaders.data_dirs", lambda: [tmp_path])
+    with pytest.raises(S.ScenarioError, match="TELLM_DATA_DIR"):
+        S.get("abilene")
+
+
+def test_demo_traffic_sources(data_dir):
     from tecore import ecmp_link_loads, mlu
-    from tellm.cli import CLIError
+    from tellm.errors import CLIError
     from tellm.commands.demo import traffic_matrix
 
     sc = S.get("abilene")

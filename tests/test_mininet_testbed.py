@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.mininet,
 
 
 @pytest.fixture
-def abilene_static(tmp_path):
+def abilene_static(data_dir, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root (Open vSwitch, Mininet)")
     try:

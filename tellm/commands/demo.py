@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tellm.cli import CLIError
+from tellm.errors import CLIError
 
 #: Kept literal so that `tellm --help` does not import the scenarios (a test checks they agree).
 SCENARIO_NAMES = ["abilene", "diamond", "geant", "leafspine"]
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Cleans up the network and every process it started, also on Ctrl-C.")
     p.add_argument("--scenario", choices=SCENARIO_NAMES, default="diamond",
                    help="network: diamond (5-switch ring built so that shortest paths are bad), leafspine, "
-                        "abilene or geant (SNDlib, capacities scaled to Mbit/s)")
+                        "abilene or geant (built from SNDlib in the data folder, TELLM_DATA_DIR; capacities scaled to Mbit/s)")
     p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS", help="traffic time per phase")
     p.add_argument("--routers", default="ecmp,model",
                    help="phases, comma-separated: ecmp (shortest-path baseline), model (tellm: the TE head "
@@ -116,7 +116,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from tellm.mininet_scenarios import orchestrate as O
-    from tellm.mininet_scenarios.scenarios import get
+    from tellm.mininet_scenarios.scenarios import ScenarioError, get
 
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
     bad = [r for r in routers if r not in ROUTER_TITLES]
@@ -143,7 +143,10 @@ def run(args) -> int:
     from tellm.mininet_scenarios.net import TestbedError, ensure_ovs, mininet_lock
 
     console = Console()
-    scenario = get(args.scenario)
+    try:
+        scenario = get(args.scenario)
+    except ScenarioError as exc:
+        raise CLIError(str(exc)) from None
     tm = traffic_matrix(scenario, args.tm, args.seed, args.load)
     events = [] if args.no_events else default_events(scenario, tm.demand_bps, args.duration)
     out = args.out.resolve()
