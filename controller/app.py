@@ -28,13 +28,18 @@ from os_ken.ofproto import ether, ofproto_v1_5
 
 from . import ofmsgs
 from .core import ControllerCore, subnet_dpid
-from .planner import Plan
+from .planner import OpKind, Plan
 
 log = logging.getLogger("tellm.controller")
 
 #: Filled by tellm.controller.runner before os-ken instantiates the app (os-ken builds apps itself).
 RUNTIME: dict = {}
 BARRIER_TIMEOUT_SECONDS = 2.0
+#: A packet classified to an old group just before the move can still be inside the datapath
+#: (dp_hash recirculates it through the group once more, and cached datapath flows refer to it);
+#: deleting the old group under it drops it. Old groups and labels go only after this drain.
+OLD_STATE_DRAIN_SECONDS = 0.5
+_DRAINED_KINDS = frozenset({OpKind.DELETE_GROUP, OpKind.DELETE_LABEL})
 LLDP_PERIOD_SECONDS = 5.0
 #: Realised splits are read from group counters only on networks this small (one group per pair).
 GROUP_STATS_MAX_NODES = 60
@@ -364,7 +369,11 @@ class TellmController(app_manager.OSKenApp):
             self.core.plans_done += 1
 
     def _execute_phases(self, plan: Plan) -> None:
+        drained = False
         for phase in plan.phases:
+            if not drained and all(op.kind in _DRAINED_KINDS for op in phase):
+                time.sleep(OLD_STATE_DRAIN_SECONDS)
+                drained = True
             by_dp: dict[int, list] = defaultdict(list)
             for op in phase:
                 by_dp[op.dpid].append(op)
