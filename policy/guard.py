@@ -51,6 +51,12 @@ class GuardConfig:
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
 
 
+#: Label values the counters below can take; each series is exported at 0 from the start (Prometheus
+#: convention) so that increase()/rate() see the first event and dashboards show "none yet" as 0.
+ROLLBACK_TRIGGERS = ("regression", "requested")
+GUARDED_TOOLS = ("apply_policy", "rollback")
+
+
 class PolicyMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
@@ -61,6 +67,10 @@ class PolicyMetrics:
                                  ["trigger"], registry=r)
         self.rejected = Counter("tellm_policy_actions_rejected_total", "Policy actions refused by a guardrail",
                                 ["tool"], registry=r)
+        for trigger in ROLLBACK_TRIGGERS:
+            self.rollbacks.labels(trigger=trigger)
+        for tool in GUARDED_TOOLS:
+            self.rejected.labels(tool=tool)
         self._label: str | None = None
 
     def set_active(self, policy: Policy) -> None:

@@ -149,6 +149,17 @@ def test_controller_reaches_inference_through_the_alias(services):
         assert _flag(cmd, "--port") == port and _flag(cmd, "--host") == "0.0.0.0"
 
 
+def test_policy_metrics_reachable_from_prometheus_container(services):
+    """In a container, loopback is the container's own: the daemon's metrics must bind every interface."""
+    from tellm.cli import build_parser
+
+    parser = build_parser()
+    if "policy" not in next(a for a in parser._actions if a.dest == "command").choices:
+        pytest.skip("`tellm policy` is not on this branch yet (issue 8)")
+    args = parser.parse_args([_resolve(str(c)) for c in services["policy"]["command"]])
+    assert args.metrics_host == "0.0.0.0" and args.metrics_port == 9103
+
+
 @pytest.mark.parametrize("service", ["controller", "inference-cpu", "inference-gpu", "policy"])
 def test_service_command_lines_parse_with_the_tellm_cli(services, service):
     """The compose commands use flags the CLI really has (argparse of `tellm`, not a copy)."""

@@ -6,13 +6,17 @@
 - `tellm controller` (router `model`) with a real Mininet network (deploy/topology-example.yaml: a
   triangle of Open vSwitch bridges, userspace datapath) carrying UDP traffic. The controller starts
   before the inference service, so its first loops fall back (tellm_fallback_total{reason="unavailable"}),
-  then it routes with the model — the normal life of a deployment, shown on the dashboards.
+  then it routes with the model — the normal life of a deployment, shown on the dashboards;
+- `tellm policy run` (rules engine) replaying recorded controller states (tests/fixtures/controller_states.json:
+  calm, then bursty, then congested) and applying policies through the PolicyService of that `tellm serve`,
+  under guardrails tight enough to act within seconds: it applies policies, rolls one back automatically
+  when the replayed MLU jumps right after the change, and has applies refused by its rate limit.
 
 The test is generic over the metric sources available: a source that cannot run here (its code not on
 this branch, not root, no Open vSwitch) is left out and every query that reads its job is skipped with
-the reason; the policy daemon (issue 8) does not exist yet, so its panels are skipped naming it.
+the reason.
 Grafana's interval macros are substituted as Grafana would ($__rate_interval -> 10s with 1 s scrapes).
-Takes about a minute (most of it waiting for rate windows to fill).
+Takes about a minute (most of it waiting for rate windows to fill; the policy daemon runs meanwhile).
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ TOPOLOGY = ROOT / "deploy" / "topology-example.yaml"
 LOCK_FILE = "/tmp/tellm-mininet.lock"
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 JOBS = {exporter: job for exporter, (_, job) in exporter_jobs().items()}
+POLICY_STATES = ROOT / "tests" / "fixtures" / "controller_states.json"
+#: The daemon's timing: one replayed snapshot per poll, so the 30 recorded states play in ~15 s. The first
+#: decision comes after 5 samples (rules' min_samples); a change stays watched for regressions for 10 s (the
+#: bursty phase starts 7 polls after the first change) and the next change waits 2 s (4 polls), so the
+#: engine's wishes right after a rollback are refused by the rate limit.
+POLICY_POLL_SECONDS = 0.5
+POLICY_MIN_CHANGE_INTERVAL_SECONDS = 2.0
+POLICY_ROLLBACK_WINDOW_SECONDS = 10.0
 
 
 def _free_port() -> int:
@@ -121,6 +133,7 @@ class Stack:
     available: dict[str, str] = field(default_factory=dict)  # job -> "host:port" scraped
     unavailable: dict[str, str] = field(default_factory=dict)  # job -> reason
     start_time: float = 0.0
+    policy_audit: Path | None = None  # the policy daemon's JSONL audit log, when it runs
 
     def query(self, expr: str) -> list[dict]:
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -163,12 +176,12 @@ def _controller_unavailable() -> str | None:
     return None
 
 
-def _policy_unavailable() -> str:
+def _policy_unavailable(inference_reason: str | None) -> str | None:
     if "policy" not in _subcommands():
         return "`tellm policy` (issue 8, policy daemon) is not on this branch: no process exports tellm_policy_*"
-    # The daemon exists, but its series only appear once it applies or rolls back a policy, which
-    # needs PolicyService and minutes of decisions; this test does not stage that yet.
-    return "this test does not run the policy daemon (issue 8) yet"
+    if inference_reason is not None:  # its PolicyService lives in `tellm serve`
+        return f"the policy daemon applies policies through `tellm serve`, which cannot run: {inference_reason}"
+    return None
 
 
 def _ensure_ovs() -> None:
@@ -282,17 +295,20 @@ def stack(tmp_path_factory, request):
                         if item.module is request.module)
     cleanup = contextlib.ExitStack()
     with cleanup:
-        reasons = {JOBS["inference"]: _inference_unavailable(),
+        inference_reason = _inference_unavailable()
+        reasons = {JOBS["inference"]: inference_reason,
                    JOBS["controller"]: _controller_unavailable() if wants_network else
                    "deselected: no selected test is marked mininet",
-                   JOBS["policy"]: _policy_unavailable()}
+                   JOBS["policy"]: _policy_unavailable(inference_reason)}
         ports = {"inference_grpc": _free_port(), "inference_metrics": _free_port(), "controller_metrics": _free_port(),
-                 "controller_api": _free_port(), "of": _free_port()}
+                 "controller_api": _free_port(), "of": _free_port(), "policy_metrics": _free_port()}
         targets = {}
         if reasons[JOBS["inference"]] is None:
             targets[JOBS["inference"]] = f"127.0.0.1:{ports['inference_metrics']}"
         if reasons[JOBS["controller"]] is None:
             targets[JOBS["controller"]] = f"127.0.0.1:{ports['controller_metrics']}"
+        if reasons[JOBS["policy"]] is None:
+            targets[JOBS["policy"]] = f"127.0.0.1:{ports['policy_metrics']}"
         if not targets:
             pytest.skip("no tellm metric source can run here: " + "; ".join(f"{j}: {r}" for j, r in reasons.items()))
         st = Stack(_start_prometheus(tmp, targets, cleanup), dict(targets),
@@ -345,6 +361,9 @@ def stack(tmp_path_factory, request):
             _wait("Prometheus recording the first model load", lambda: st.query(
                 f'tellm_inference_model_reloads_total{{job="{JOBS["inference"]}",result="success"}} == 1'), 30, server)
             _drive_inference(ports["inference_grpc"], model, tmp, cleanup)
+            if JOBS["policy"] in targets:
+                st.policy_audit = tmp / "policy-audit.jsonl"
+                policy = _start_policy_daemon(st, ports, tmp, cleanup)
             _wait("Prometheus recording the hot reload", lambda: st.query(
                 f'tellm_inference_model_reloads_total{{job="{JOBS["inference"]}",result="success"}} == 2'), 30, server)
 
@@ -356,8 +375,37 @@ def stack(tmp_path_factory, request):
                 f'tellm_mlu_ratio{{job="{JOBS["controller"]}"}} > 0.1',
                 f'tellm_traffic_matrix_total_bits_per_second{{job="{JOBS["controller"]}"}} > 1e6')), 60, controller,
                 interval=1)
+        if JOBS["policy"] in targets:
+            _wait_policy_events(st, policy)
         time.sleep(int(RATE_INTERVAL.rstrip("s")) + 2 * SCRAPE_INTERVAL_SECONDS)
         yield st
+
+
+def _start_policy_daemon(st: Stack, ports: dict[str, int], tmp: Path, cleanup: contextlib.ExitStack) -> _Proc:
+    """The rules daemon on replayed controller states, applying through the test's `tellm serve`."""
+    grpc = f"127.0.0.1:{ports['inference_grpc']}"
+    proc = _start("policy", _tellm(
+        "policy", "run", "--engine", "rules", "--replay", str(POLICY_STATES),
+        "--policy-service", grpc, "--inference", grpc, "--audit", str(st.policy_audit),
+        "--poll-interval", str(POLICY_POLL_SECONDS), "--decide-every", "1",
+        "--min-change-interval", str(POLICY_MIN_CHANGE_INTERVAL_SECONDS),
+        "--rollback-window", str(POLICY_ROLLBACK_WINDOW_SECONDS),
+        "--metrics-host", "127.0.0.1", "--metrics-port", str(ports["policy_metrics"])), tmp, cleanup)
+    # Its first decision needs 5 polls (2.5 s): Prometheus (1 s scrapes) records the counters at 0
+    # before they move, so increase() and the annotations see the events.
+    _wait("policy daemon /metrics", lambda: "tellm_policy_changes_total" in _metrics_text(ports["policy_metrics"]),
+          30, proc, interval=0.1)
+    return proc
+
+
+def _wait_policy_events(st: Stack, proc: _Proc) -> None:
+    job = JOBS["policy"]
+    _wait("Prometheus recording a policy change, an automatic rollback and a refused action",
+          lambda: all(st.query(e) for e in (
+              f'tellm_policy_changes_total{{job="{job}"}} > 0',
+              f'tellm_policy_rollbacks_total{{job="{job}",trigger="regression"}} > 0',
+              f'tellm_policy_actions_rejected_total{{job="{job}",tool="apply_policy"}} > 0')),
+          60, proc, interval=1)
 
 
 def _drive_inference(grpc_port: int, model: Path, tmp: Path, cleanup: contextlib.ExitStack) -> None:
@@ -450,3 +498,29 @@ def test_link_series_are_bounded_by_the_topology(stack):
     for metric in ("tellm_link_utilization_ratio", "tellm_link_throughput_bits_per_second"):
         links = {r["metric"]["link"] for r in stack.query(f'{metric}{{job="{JOBS["controller"]}"}}')}
         assert len(links) == 2 * len(topo["links"]), (metric, sorted(links))
+
+
+def test_policy_daemon_applied_rolled_back_and_refused(stack):
+    """The policy panels show real events: what Prometheus scraped matches the daemon's audit log, and
+    the policy in force is the one PolicyService (in `tellm serve`) reports."""
+    job = JOBS["policy"]
+    if job not in stack.available:
+        pytest.skip(f"needs job {job}: {stack.unavailable[job]}")
+
+    def value(expr: str) -> float:
+        (r,) = stack.query(expr)
+        return float(r["value"][1])
+
+    audit = [json.loads(x) for x in stack.policy_audit.read_text().splitlines() if x.strip()]
+    applied = [a for a in audit if a["tool"] == "apply_policy" and a["outcome"] == "applied"]
+    rollbacks = [a for a in audit if a["tool"] == "rollback" and a["outcome"] == "applied"]
+    refused = [a for a in audit if a["tool"] == "apply_policy" and a["outcome"].startswith("rejected")]
+    assert applied and rollbacks and refused, audit
+    # The rollback was the guard's, on the replayed jump from calm (~0.3) to a burst (0.75).
+    assert all(a["trigger"] == "regression" and a["engine"] == "guard" for a in rollbacks), rollbacks
+    assert any("rate limit" in a["outcome"] for a in refused), refused
+    # Prometheus' last scrape may be up to one interval older than the log: counters only grow.
+    assert 0 < value(f'tellm_policy_changes_total{{job="{job}"}}') <= len(applied)
+    assert 0 < value(f'tellm_policy_rollbacks_total{{job="{job}",trigger="regression"}}') <= len(rollbacks)
+    assert value(f'tellm_policy_rollbacks_total{{job="{job}",trigger="requested"}}') == 0
+    assert 0 < value(f'tellm_policy_actions_rejected_total{{job="{job}",tool="apply_policy"}}') <= len(refused)

@@ -68,6 +68,11 @@ def test_cli_errors_are_one_line(capsys, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     assert main(["policy", "run", "--engine", "llm", "--replay", str(FIXTURES / "controller_states.json")]) == 2
     assert "TELLM_LLM_BASE_URL" in capsys.readouterr().err
+    # --metrics-host: an address this machine does not have (TEST-NET-1) cannot be bound; said in one line.
+    assert main(["policy", "run", "--replay", str(FIXTURES / "controller_states.json"), "--max-polls", "1",
+                 "--metrics-host", "192.0.2.1", "--metrics-port", "9103"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot serve metrics on 192.0.2.1:9103" in err and "Traceback" not in err
 
 
 def test_llm_daemon_process_with_env_config(tmp_path):

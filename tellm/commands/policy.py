@@ -58,6 +58,8 @@ def register(sub) -> None:
     q.add_argument("--decide-every", type=int, default=6, metavar="POLLS")
     q.add_argument("--max-polls", type=int, default=None, help="stop after this many polls (default: forever)")
     q.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0 = off)")
+    q.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address the metrics endpoint binds (default %(default)s; 0.0.0.0 in a container)")
     q.add_argument("--llm-timeout", type=float, default=30.0, metavar="SECONDS")
     _add_source_args(q)
     q.set_defaults(func=_run)
@@ -147,7 +149,10 @@ def _run(args) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr="127.0.0.1", registry=tools.actuator.metrics.registry)
+        try:
+            start_http_server(args.metrics_port, addr=args.metrics_host, registry=tools.actuator.metrics.registry)
+        except OSError as exc:
+            raise CLIError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}") from None
     try:
         daemon = PolicyDaemon(tools, engine, args.poll_interval, args.decide_every)
     except ValueError as exc:
