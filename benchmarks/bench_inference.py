@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                      "paths_seconds": path_seconds, "register_seconds": register_seconds,
                      "request_bytes": 4 * paths.num_pairs, "reply_bytes": 4 * (paths.num_paths + topo.num_links),
                      "levels": []}
+            doc["topologies"].append(entry)
             print(f"{name}: {topo.num_nodes} nodes, {topo.num_links} links, {paths.num_pairs} pairs, "
                   f"{paths.num_paths} paths; registered in {register_seconds:.2f} s", flush=True)
             for _ in range(5):  # warm-up: first runs allocate the session's buffers
@@ -270,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"p99 {level.get('p99_ms', nan):8.2f} ms, {level['requests_per_second']:8.1f} req/s, "
                       f"server p50 {level.get('server_p50_ms', nan):7.2f} ms, errors {level['errors']}",
                       flush=True)
-            doc["topologies"].append(entry)
+                # Partial results survive a run cut short (the GPU machine's calls have a time limit).
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(doc, indent=2) + "\n")
         admin.close()
     finally:
         if proc is not None:
