@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -89,6 +90,13 @@ class LoadedModel:
         On CUDA this is what makes large topologies fast: Kdl's incidence is ~0.8 GB of int64 that
         would otherwise cross PCIe on every request; here it is copied once per (model, topology).
         """
+        if self.device == "cuda":
+            # ORT's CUDA provider keeps per-thread state (stream, cuBLAS handle, memory) for every
+            # thread that calls Run; gRPC's handler pool would multiply it until the GPU is full.
+            return _cuda_thread().submit(self._run_bound, key, static, dynamic, run_options).result()
+        return self._run_bound(key, static, dynamic, run_options)
+
+    def _run_bound(self, key, static, dynamic, run_options=None) -> dict[str, np.ndarray]:
         import onnxruntime as ort
 
         values = self._static.get(key)
@@ -108,6 +116,14 @@ class LoadedModel:
             binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding, run_options)
         return dict(zip(REQUIRED_OUTPUTS, binding.copy_outputs_to_cpu()))
+
+
+# One thread runs every CUDA model run (created on first use by the executor).
+_CUDA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tellm-cuda")
+
+
+def _cuda_thread() -> ThreadPoolExecutor:
+    return _CUDA_THREAD
 
 
 def _file_stat(path: Path) -> tuple[int, int, int]:
