@@ -10,16 +10,13 @@ import logging
 import sys
 
 from . import __version__
+from .errors import CLIError
 
 # Module paths, in the order they appear in --help. Each exposes register(subparsers).
 COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
 ]
-
-
-class CLIError(Exception):
-    """An operator-facing error: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from tellm.cli import CLIError
+from tellm.errors import CLIError
 
 
 def add_topology_args(p: argparse.ArgumentParser) -> None:

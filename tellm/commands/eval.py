@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from tellm.cli import CLIError
+from tellm.errors import CLIError
 
 from . import common
 
