@@ -229,7 +229,7 @@ SEED_TMS_PER_FAMILY = 2
 #: with small seeds (0, 1, 2, ...) are never the ones the path set was built from.
 SEED_TM_OFFSET = 104729
 
-DEFAULT_STRATEGY = "shortest"
+DEFAULT_STRATEGY = "optimum-seeded"
 DEFAULT_K = 4
 DEFAULT_MAX_STRETCH: float | None = None
 
@@ -342,9 +342,7 @@ def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_ST
             except Exception:  # noqa: BLE001 - a bad cache file is recomputed, never fatal
                 cache_file.unlink(missing_ok=True)
     if strategy == "optimum-seeded":
-        if pairs is not None:
-            raise PathError("optimum-seeded paths are built for all pairs; do not pass pairs")
-        found = _optimum_seeded(topo, k, metric, workers, progress, max_stretch, stretch_metric, seed)
+        found = _optimum_seeded(topo, k, metric, workers, progress, max_stretch, stretch_metric, seed, pairs)
     else:
         found = _search(topo, k, strategy, metric, workers, progress, pairs, max_stretch, stretch_metric)
     ps = PathSet.from_node_paths(topo, found, strategy=strategy, k=k)
@@ -401,7 +399,7 @@ def _search(topo: Topology, k: int, strategy: str, metric: Metric, workers: int 
 
 def _optimum_seeded(topo: Topology, k: int, metric: Metric, workers: int | None, progress: bool,
                     max_stretch: float | None, stretch_metric: str,
-                    seed: int) -> dict[tuple[int, int], list[list[int]]]:
+                    seed: int, pairs=None) -> dict[tuple[int, int], list[list[int]]]:
     """Per pair: its shortest path, then the paths that carry its flow in exact min-MLU solutions of
     sample TMs (most carried share first), then diverse shortest paths, up to k within the stretch bound.
 
@@ -412,7 +410,7 @@ def _optimum_seeded(topo: Topology, k: int, metric: Metric, workers: int | None,
     from .optimum import decompose_flows, solve_optimum
     from .traffic import generate
 
-    base = _search(topo, k, SEED_TOPUP_STRATEGY, metric, workers, progress, None, max_stretch, stretch_metric)
+    base = _search(topo, k, SEED_TOPUP_STRATEGY, metric, workers, progress, pairs, max_stretch, stretch_metric)
     share: dict[tuple[int, int], dict[tuple[int, ...], float]] = {}
     tms = [tm for fam in SEED_FAMILIES
            for tm in generate(topo, fam, SEED_TMS_PER_FAMILY, seed=SEED_TM_OFFSET + seed)]
