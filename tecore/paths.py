@@ -198,14 +198,23 @@ def _capacity_shortest(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None
 
 def _edge_disjoint_first(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None) -> Iterator[list[int]]:
     """Greedy edge-disjoint shortest paths first (diversity), then Yen's shortest paths."""
-    h = g.copy()
+    # A view hiding the used edges instead of a copy per pair (copying Kdl's graph for each of its
+    # 284k pairs took minutes). The view is over one shared copy because a copy's predecessor order,
+    # and so BFS's choice among equally short paths, differs from the original graph's: this keeps
+    # the paths identical to the copy-per-pair version.
+    base = g.graph.get("_disjoint_base")
+    if base is None:
+        base = g.copy()
+        g.graph["_disjoint_base"] = base
+    removed: list[tuple[int, int]] = []
     for _ in range(k):
+        h = nx.restricted_view(base, (), removed) if removed else base
         try:
             p = nx.shortest_path(h, s, t, weight=weight)
         except nx.NetworkXNoPath:
             break
         yield p
-        h.remove_edges_from(zip(p[:-1], p[1:]))
+        removed.extend(zip(p[:-1], p[1:]))
     yield from _k_shortest(g, s, t, k, weight)
 
 
