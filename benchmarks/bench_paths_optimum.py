@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Path-LP / exact-optimum ratio per topology, TM family and path strategy (issue 10's table).
 
-    nice -n 10 python benchmarks/bench_paths_optimum.py --json benchmarks/paths_optimum.json
+    nice -n 10 python benchmarks/bench_paths_optimum.py --json benchmarks/results/paths_optimum.json
 
 For every topology: draw --per-family TMs of each family with --tm-seed (held out: the optimum-seeded
 strategy draws its own TMs far away from this seed), solve the exact optimum once per TM, then build
@@ -58,6 +58,24 @@ def run_topology(name: str, strategies: list[str], per_family: int, tm_seed: int
     return out
 
 
+def markdown(doc: dict) -> str:
+    """The README table: per topology and strategy, geo-mean/worst ratio per family, stretch, build time."""
+    fams = list(dict.fromkeys(f for r in doc["results"] for st in r["strategies"] for f in st["ratio_by_family"]))
+    head = ["topology (nodes)", "paths", *[f"{f} geo / worst" for f in fams], "all geo / worst",
+            "stretch mean / p95", "build s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in doc["results"]:
+        tuned = "" if r["topology"] in doc["tuned_on"] else " *"
+        for st in r["strategies"]:
+            cells = [f"{r['topology']} ({r['nodes']}){tuned}", f"{st['strategy']} k={st['k']}"]
+            cells += [f"{st['ratio_by_family'][f]['geomean']:.3f} / {st['ratio_by_family'][f]['worst']:.3f}"
+                      if f in st["ratio_by_family"] else "-" for f in fams]
+            cells += [f"{st['ratio_geomean']:.3f} / {st['ratio_worst']:.3f}",
+                      f"{st['stretch_mean']:.2f} / {st['stretch_p95']:.2f}", f"{st['build_seconds']:.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--topology", action="append", default=None,
@@ -68,8 +86,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tm-seed", type=int, default=0)
     ap.add_argument("--sndlib-tms", type=int, default=3, help="real SNDlib TMs added on SNDlib networks")
     ap.add_argument("--jobs", type=int, default=1, help="topologies evaluated in parallel")
-    ap.add_argument("--json", type=Path, default=Path(__file__).with_name("paths_optimum.json"))
+    ap.add_argument("--json", type=Path, default=Path(__file__).with_name("results") / "paths_optimum.json")
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON",
+                    help="print the markdown table of an earlier run's JSON and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return 0
     from tecore.paths import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY
 
     default = f"{DEFAULT_STRATEGY}:{DEFAULT_K}" + (f":{DEFAULT_MAX_STRETCH:g}" if DEFAULT_MAX_STRETCH else "")
