@@ -237,6 +237,11 @@ SEED_TMS_PER_FAMILY = 2
 #: Offset between ``seed`` and the TM generator seed used for seeding, so that evaluation TMs drawn
 #: with small seeds (0, 1, 2, ...) are never the ones the path set was built from.
 SEED_TM_OFFSET = 104729
+#: Largest seeding LP (sources x links columns) optimum-seeded solves. Cogentco is 96k columns and
+#: solves in seconds; Kdl is 1.36M columns and did not finish in 15 min on the shared 2-core machine,
+#: so above this the strategy falls back to its top-up strategy alone, says so in a warning, and
+#: labels the PathSet with that strategy.
+SEED_MAX_LP_COLUMNS = 400_000
 
 DEFAULT_STRATEGY = "optimum-seeded"
 DEFAULT_K = 4
@@ -350,6 +355,13 @@ def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_ST
                 return PathSet.load(cache_file)
             except Exception:  # noqa: BLE001 - a bad cache file is recomputed, never fatal
                 cache_file.unlink(missing_ok=True)
+    if strategy == "optimum-seeded" and topo.num_nodes * topo.num_links > SEED_MAX_LP_COLUMNS:
+        import warnings
+
+        warnings.warn(f"{topo.name}: the optimum-seeding LP would have {topo.num_nodes * topo.num_links} "
+                      f"columns (limit {SEED_MAX_LP_COLUMNS}); using {SEED_TOPUP_STRATEGY} paths only",
+                      stacklevel=2)
+        strategy = SEED_TOPUP_STRATEGY
     if strategy == "optimum-seeded":
         found = _optimum_seeded(topo, k, metric, workers, progress, max_stretch, stretch_metric, seed, pairs)
     else:

@@ -232,3 +232,14 @@ def test_cli_paths_rejects_bad_options(ladder_file):
     assert r.returncode != 0 and "max-stretch" in r.stderr and "Traceback" not in r.stderr
     r = tellm("paths", "--topology", str(ladder_file), "--report", "--report-strategies", "nope")
     assert r.returncode != 0 and "unknown strategy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_optimum_seeded_falls_back_on_graphs_too_big_to_seed(monkeypatch):
+    import tecore.paths as paths_mod
+
+    t = ladder()
+    monkeypatch.setattr(paths_mod, "SEED_MAX_LP_COLUMNS", t.num_nodes * t.num_links - 1)
+    with pytest.warns(UserWarning, match="using edge-disjoint paths only"):
+        ps = compute_paths(t, k=3, strategy="optimum-seeded", use_cache=False, workers=1)
+    ref = compute_paths(t, k=3, strategy="edge-disjoint", use_cache=False, workers=1)
+    assert ps.strategy == "edge-disjoint" and np.array_equal(ps.path_links, ref.path_links)
