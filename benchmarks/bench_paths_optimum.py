@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 TUNED = ["AttMpls", "Geant2012", "GtsCe", "UsCarrier", "Cogentco", "sndlib:geant", "sndlib:germany50"]
-HELD_OUT = ["Abilene", "Deltacom", "Ion", "sndlib:nobel-eu", "sndlib:janos-us", "sndlib:cost266"]
+HELD_OUT = ["Abilene", "sndlib:abilene", "sndlib:nobel-eu", "sndlib:janos-us", "sndlib:cost266", "Deltacom", "Ion"]
 
 
 def parse_strategy(spec: str) -> tuple[str, int, float | None]:
@@ -87,11 +87,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sndlib-tms", type=int, default=3, help="real SNDlib TMs added on SNDlib networks")
     ap.add_argument("--jobs", type=int, default=1, help="topologies evaluated in parallel")
     ap.add_argument("--json", type=Path, default=Path(__file__).with_name("results") / "paths_optimum.json")
-    ap.add_argument("--table", type=Path, default=None, metavar="JSON",
-                    help="print the markdown table of an earlier run's JSON and exit")
+    ap.add_argument("--table", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print the markdown table of earlier runs' JSON files (in order) and exit")
     args = ap.parse_args(argv)
     if args.table:
-        print(markdown(json.loads(args.table.read_text())))
+        docs = [json.loads(f.read_text()) for f in args.table]
+        print(markdown({"tuned_on": TUNED, "results": [r for d in docs for r in d["results"]]}))
         return 0
     from tecore.paths import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY
 
