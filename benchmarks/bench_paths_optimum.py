@@ -91,8 +91,13 @@ def main(argv=None) -> int:
                     help="print the markdown table of earlier runs' JSON files (in order) and exit")
     args = ap.parse_args(argv)
     if args.table:
-        docs = [json.loads(f.read_text()) for f in args.table]
-        print(markdown({"tuned_on": TUNED, "results": [r for d in docs for r in d["results"]]}))
+        results: dict[str, dict] = {}
+        for f in args.table:  # a topology in several files: the first file's run counts
+            for r in json.loads(f.read_text())["results"]:
+                results.setdefault(r["topology"], r)
+        order = TUNED + HELD_OUT
+        rows = sorted(results.values(), key=lambda r: order.index(r["topology"]) if r["topology"] in order else 99)
+        print(markdown({"tuned_on": TUNED, "results": rows}))
         return 0
     from tecore.paths import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY
 
