@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import networkx as nx
 import numpy as np
@@ -178,42 +178,74 @@ class PathSet:
 
 
 # ---------------------------------------------------------------------- strategies
-# A strategy maps (graph, src, dst, k, weight attribute or None) to up to k node lists.
-Strategy = Callable[[nx.DiGraph, int, int, int, "str | None"], list[list[int]]]
+# A per-pair strategy yields candidate node lists for (graph, src, dst, k, weight attribute or None)
+# in preference order; compute_paths keeps the first k distinct ones that pass the stretch bound.
+Strategy = Callable[[nx.DiGraph, int, int, int, "str | None"], Iterator[list[int]]]
 
 
-def _k_shortest(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None) -> list[list[int]]:
-    """Yen's k shortest loop-free paths (networkx), shortest first."""
+def _k_shortest(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None) -> Iterator[list[int]]:
+    """Yen's loop-free paths (networkx) in order of increasing cost, generated lazily."""
     try:
-        return list(itertools.islice(nx.shortest_simple_paths(g, s, t, weight=weight), k))
+        yield from nx.shortest_simple_paths(g, s, t, weight=weight)
     except nx.NetworkXNoPath:
-        return []
+        return
 
 
-def _edge_disjoint_first(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None) -> list[list[int]]:
-    """Greedy edge-disjoint shortest paths first (diversity), topped up with Yen's shortest paths."""
-    h = g.copy()
-    out: list[list[int]] = []
-    while len(out) < k:
+def _capacity_shortest(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None) -> Iterator[list[int]]:
+    """Yen's paths under inverse-capacity weights (OSPF's reference-bandwidth rule): fat links first."""
+    yield from _k_shortest(g, s, t, k, "invcap")
+
+
+def _edge_disjoint_first(g: nx.DiGraph, s: int, t: int, k: int, weight: str | None) -> Iterator[list[int]]:
+    """Greedy edge-disjoint shortest paths first (diversity), then Yen's shortest paths."""
+    # A view hiding the used edges instead of a copy per pair (copying Kdl's graph for each of its
+    # 284k pairs took minutes). The view is over one shared copy because a copy's predecessor order,
+    # and so BFS's choice among equally short paths, differs from the original graph's: this keeps
+    # the paths identical to the copy-per-pair version.
+    base = g.graph.get("_disjoint_base")
+    if base is None:
+        base = g.copy()
+        g.graph["_disjoint_base"] = base
+    removed: list[tuple[int, int]] = []
+    for _ in range(k):
+        h = nx.restricted_view(base, (), removed) if removed else base
         try:
             p = nx.shortest_path(h, s, t, weight=weight)
         except nx.NetworkXNoPath:
             break
-        out.append(p)
-        h.remove_edges_from(zip(p[:-1], p[1:]))
-    if len(out) < k:
-        for p in _k_shortest(g, s, t, 4 * k, weight):
-            if p not in out:
-                out.append(p)
-            if len(out) == k:
-                break
-    return out
+        yield p
+        removed.extend(zip(p[:-1], p[1:]))
+    yield from _k_shortest(g, s, t, k, weight)
+
+
+def _optimum_seeded_marker(g, s, t, k, weight):  # pragma: no cover - dispatched in compute_paths
+    raise PathError("optimum-seeded paths are built for the whole topology by compute_paths")
 
 
 STRATEGIES: dict[str, Strategy] = {
     "shortest": _k_shortest,
+    "capacity": _capacity_shortest,
     "edge-disjoint": _edge_disjoint_first,
+    # Whole-topology strategy: paths that carry flow in exact min-MLU solutions of sample TMs.
+    "optimum-seeded": _optimum_seeded_marker,
 }
+#: Per-pair strategy used to top optimum-seeded pairs up to k (diverse shortest paths).
+SEED_TOPUP_STRATEGY = "edge-disjoint"
+#: TM families the optimum-seeded strategy samples, and how many of each.
+SEED_FAMILIES = ("gravity", "hotspot", "bimodal")
+SEED_TMS_PER_FAMILY = 2
+#: Offset between ``seed`` and the TM generator seed used for seeding, so that evaluation TMs drawn
+#: with small seeds (0, 1, 2, ...) are never the ones the path set was built from.
+SEED_TM_OFFSET = 104729
+#: Largest seeding LP (sources x links columns) optimum-seeded solves. Cogentco is 96k columns and
+#: solves in seconds; Kdl is 1.36M columns and did not finish in 15 min on the shared 2-core machine,
+#: so above this the strategy falls back to its top-up strategy alone, says so in a warning, and
+#: labels the PathSet with that strategy.
+SEED_MAX_LP_COLUMNS = 400_000
+
+DEFAULT_STRATEGY = "optimum-seeded"
+DEFAULT_K = 4
+DEFAULT_MAX_STRETCH: float | None = None
 
 # Worker state, inherited through fork so that each task carries only node ids.
 _WORKER: dict = {}
@@ -221,32 +253,86 @@ _WORKER: dict = {}
 
 def _work(task: tuple[int, list[int]]) -> list[tuple[int, int, list[list[int]]]]:
     s, targets = task
-    g, fn, k, weight = _WORKER["g"], _WORKER["fn"], _WORKER["k"], _WORKER["weight"]
-    return [(s, t, fn(g, s, t, k, weight)) for t in targets]
+    w = _WORKER
+    return [(s, t, _pick(w["fn"](w["g"], s, t, w["k"], w["weight"]), s, t)) for t in targets]
+
+
+def _pick(candidates: Iterable[list[int]], s: int, t: int) -> list[list[int]]:
+    """The first k distinct candidates within the stretch bound (examining at most 4k + 8)."""
+    w = _WORKER
+    k, bound, lm, dist, monotone = w["k"], w["bound"], w["link_metric"], w["dist"], w["monotone"]
+    limit = bound * dist[s, t] * (1 + 1e-9) + 1e-12 if bound is not None else np.inf
+    out: list[list[int]] = []
+    seen: set[tuple[int, ...]] = set()
+    for examined, p in enumerate(candidates):
+        if len(out) == k or examined >= 4 * k + 8:
+            break
+        key = tuple(p)
+        if key in seen:
+            continue
+        seen.add(key)
+        if bound is not None and lm[p[:-1], p[1:]].sum() > limit:
+            if monotone:
+                break  # candidates come in order of this very cost: none later can pass
+            continue
+        out.append(p)
+    return out
 
 
 def _metric_graph(topo: Topology, metric: Metric) -> tuple[nx.DiGraph, str | None]:
     g = nx.DiGraph()
     g.add_nodes_from(range(topo.num_nodes))
-    if metric == "hop":
-        g.add_edges_from(zip(topo.src.tolist(), topo.dst.tolist()))
+    invcap = (float(topo.capacity_bps.max()) / topo.capacity_bps).tolist()
+    edges = list(zip(topo.src.tolist(), topo.dst.tolist()))
+    if metric == "hop" or (metric == "weight" and np.all(topo.weight == 1.0)):
+        # unit weights: BFS is exact and several times faster than Dijkstra
+        g.add_edges_from((u, v, {"invcap": c}) for (u, v), c in zip(edges, invcap))
         return g, None
     w = topo.weight if metric == "weight" else topo.latency_seconds
-    if metric == "weight" and np.all(w == 1.0):
-        g.add_edges_from(zip(topo.src.tolist(), topo.dst.tolist()))
-        return g, None  # unit weights: BFS is exact and several times faster than Dijkstra
-    g.add_weighted_edges_from(zip(topo.src.tolist(), topo.dst.tolist(), w.tolist()))
+    g.add_edges_from((u, v, {"weight": x, "invcap": c}) for (u, v), x, c in zip(edges, w.tolist(), invcap))
     return g, "weight"
+
+
+def _stretch_metric_values(topo: Topology, stretch_metric: str) -> np.ndarray:
+    if stretch_metric == "hop":
+        return np.ones(topo.num_links)
+    if stretch_metric == "latency":
+        return topo.latency_seconds
+    raise PathError(f"stretch metric must be 'hop' or 'latency', not {stretch_metric!r}")
+
+
+def shortest_distances(topo: Topology, stretch_metric: str = "hop") -> np.ndarray:
+    """All-pairs shortest distance [N, N] in hops or seconds of latency (inf where unreachable)."""
+    from scipy.sparse.csgraph import shortest_path
+
+    m = _stretch_metric_values(topo, stretch_metric)
+    g = sp.csr_matrix((m, (topo.src, topo.dst)), shape=(topo.num_nodes, topo.num_nodes))
+    return shortest_path(g, method="D", directed=True, unweighted=stretch_metric == "hop")
+
+
+def path_stretch(topo: Topology, paths: PathSet, stretch_metric: str = "hop") -> np.ndarray:
+    """Each path's cost over its pair's shortest-path cost (1.0 = a shortest path): float64 [Np]."""
+    cost = paths.path_cost(_stretch_metric_values(topo, stretch_metric))
+    best = shortest_distances(topo, stretch_metric)[paths.pairs[:, 0], paths.pairs[:, 1]]
+    return cost / best[paths.path_pair]
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TELLM_CACHE_DIR") or Path.home() / ".cache" / "tellm") / "paths"
 
 
-def compute_paths(topo: Topology, k: int = 4, strategy: str = "shortest", metric: Metric = "weight",
-                  workers: int | None = None, use_cache: bool = True, progress: bool = False,
-                  pairs: Iterable[tuple[int, int]] | None = None) -> PathSet:
+def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_STRATEGY,
+                  metric: Metric = "weight", workers: int | None = None, use_cache: bool = True,
+                  progress: bool = False, pairs: Iterable[tuple[int, int]] | None = None,
+                  max_stretch: float | None = DEFAULT_MAX_STRETCH, stretch_metric: str = "hop",
+                  seed: int = 0) -> PathSet:
     """Up to k loop-free paths for every ordered pair (or the given pairs).
+
+    ``strategy``: "shortest" (Yen, the usual baseline), "capacity" (Yen on inverse-capacity weights),
+    "edge-disjoint" (greedy edge-disjoint shortest paths first), or "optimum-seeded" (paths carrying
+    flow in exact min-MLU solutions of sample TMs drawn with ``seed``, topped up with edge-disjoint-
+    first paths). ``max_stretch`` bounds every path's cost at that multiple of the pair's shortest
+    path in ``stretch_metric`` ("hop" or "latency"); pairs keep fewer than k paths when fewer fit.
 
     With a symmetric topology only src < dst is searched and the reverse paths are mirrored, which
     halves the work. ``workers`` processes (default: all cores) share the sources.
@@ -255,16 +341,41 @@ def compute_paths(topo: Topology, k: int = 4, strategy: str = "shortest", metric
         raise PathError(f"unknown path strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if not 1 <= k <= 64:
         raise PathError(f"k must be between 1 and 64, got {k}")
+    if max_stretch is not None and not (max_stretch >= 1.0 and np.isfinite(max_stretch)):
+        raise PathError(f"max_stretch must be a number >= 1 (or None), got {max_stretch}")
+    _stretch_metric_values(topo, stretch_metric)  # validates the name
     cache_file = None
     if use_cache and pairs is None:
-        cache_file = cache_dir() / f"{topo.name}-{topo.content_hash}-{strategy}-{metric}-k{k}.npz"
+        extra = "" if max_stretch is None else f"-x{max_stretch:g}{stretch_metric}"
+        if strategy == "optimum-seeded":
+            extra += f"-seed{seed}"
+        cache_file = cache_dir() / f"{topo.name}-{topo.content_hash}-{strategy}-{metric}-k{k}{extra}.npz"
         if cache_file.exists():
             try:
                 return PathSet.load(cache_file)
             except Exception:  # noqa: BLE001 - a bad cache file is recomputed, never fatal
                 cache_file.unlink(missing_ok=True)
+    if strategy == "optimum-seeded" and topo.num_nodes * topo.num_links > SEED_MAX_LP_COLUMNS:
+        import warnings
+
+        warnings.warn(f"{topo.name}: the optimum-seeding LP would have {topo.num_nodes * topo.num_links} "
+                      f"columns (limit {SEED_MAX_LP_COLUMNS}); using {SEED_TOPUP_STRATEGY} paths only",
+                      stacklevel=2)
+        strategy = SEED_TOPUP_STRATEGY
+    if strategy == "optimum-seeded":
+        found = _optimum_seeded(topo, k, metric, workers, progress, max_stretch, stretch_metric, seed, pairs)
+    else:
+        found = _search(topo, k, strategy, metric, workers, progress, pairs, max_stretch, stretch_metric)
+    ps = PathSet.from_node_paths(topo, found, strategy=strategy, k=k)
+    if cache_file is not None:
+        ps.save(cache_file)
+    return ps
+
+
+def _search(topo: Topology, k: int, strategy: str, metric: Metric, workers: int | None, progress: bool,
+            pairs, max_stretch: float | None, stretch_metric: str) -> dict[tuple[int, int], list[list[int]]]:
     g, weight = _metric_graph(topo, metric)
-    mirror = _mirrorable(topo, metric)
+    mirror = _mirrorable(topo, metric) and (strategy != "capacity" or _mirrorable_values(topo, topo.capacity_bps))
     if pairs is None:
         n = topo.num_nodes
         targets = {s: [t for t in range(n) if (t > s if mirror else t != s)] for s in range(n)}
@@ -275,7 +386,14 @@ def compute_paths(topo: Topology, k: int = 4, strategy: str = "shortest", metric
             if s != t:
                 targets.setdefault(int(s), []).append(int(t))
     tasks = [(s, ts) for s, ts in targets.items() if ts]
-    _WORKER.update(g=g, fn=STRATEGIES[strategy], k=k, weight=weight)
+    lm = np.zeros((topo.num_nodes, topo.num_nodes))
+    lm[topo.src, topo.dst] = _stretch_metric_values(topo, stretch_metric)
+    search_is_stretch_metric = (strategy == "shortest" and (
+        (stretch_metric == "hop" and (metric == "hop" or np.all(topo.weight == 1.0) and metric == "weight"))
+        or (stretch_metric == "latency" and metric == "latency")))
+    _WORKER.update(g=g, fn=STRATEGIES[strategy], k=k, weight=weight, bound=max_stretch, link_metric=lm,
+                   dist=shortest_distances(topo, stretch_metric) if max_stretch is not None else None,
+                   monotone=search_is_stretch_metric)
     workers = workers or os.cpu_count() or 1
     found: dict[tuple[int, int], list[list[int]]] = {}
     results: Iterable = []
@@ -286,7 +404,7 @@ def compute_paths(topo: Topology, k: int = 4, strategy: str = "shortest", metric
         pool = None
         results = map(_work, tasks)
     try:
-        results = _with_progress(results, len(tasks), f"paths {topo.name} k={k}", progress)
+        results = _with_progress(results, len(tasks), f"paths {topo.name} {strategy} k={k}", progress)
         for chunk in results:
             for s, t, plist in chunk:
                 if plist:
@@ -297,20 +415,66 @@ def compute_paths(topo: Topology, k: int = 4, strategy: str = "shortest", metric
         if pool is not None:
             pool.shutdown()
         _WORKER.clear()
-    ps = PathSet.from_node_paths(topo, found, strategy=strategy, k=k)
-    if cache_file is not None:
-        ps.save(cache_file)
-    return ps
+    return found
+
+
+def _optimum_seeded(topo: Topology, k: int, metric: Metric, workers: int | None, progress: bool,
+                    max_stretch: float | None, stretch_metric: str,
+                    seed: int, pairs=None) -> dict[tuple[int, int], list[list[int]]]:
+    """Per pair: its shortest path, then the paths that carry its flow in exact min-MLU solutions of
+    sample TMs (most carried share first), then diverse shortest paths, up to k within the stretch bound.
+
+    The optimum solves run a second, "shorten" pass (same MLU within 1e-4, least total hop x flow) so
+    the paths are short and free of circulations; decomposition is deterministic, and so is HiGHS'
+    serial simplex, so a fixed ``seed`` gives a fixed path set.
+    """
+    from .optimum import decompose_flows, solve_optimum
+    from .traffic import generate
+
+    base = _search(topo, k, SEED_TOPUP_STRATEGY, metric, workers, progress, pairs, max_stretch, stretch_metric)
+    share: dict[tuple[int, int], dict[tuple[int, ...], float]] = {}
+    tms = [tm for fam in SEED_FAMILIES
+           for tm in generate(topo, fam, SEED_TMS_PER_FAMILY, seed=SEED_TM_OFFSET + seed)]
+    for tm in _with_progress(iter(tms), len(tms), f"optimum {topo.name}", progress):
+        res = solve_optimum(topo, tm, solver="simplex", shorten="hop")
+        d = tm.demand_bps
+        for (s, t), flows in decompose_flows(topo, tm, res).items():
+            acc = share.setdefault((s, t), {})
+            for nodes, bps in flows:
+                acc[tuple(nodes)] = acc.get(tuple(nodes), 0.0) + bps / d[s, t]
+    lm = np.zeros((topo.num_nodes, topo.num_nodes))
+    lm[topo.src, topo.dst] = _stretch_metric_values(topo, stretch_metric)
+    dist = shortest_distances(topo, stretch_metric) if max_stretch is not None else None
+    found: dict[tuple[int, int], list[list[int]]] = {}
+    for (s, t), plist in base.items():
+        seeded = sorted(share.get((s, t), {}).items(), key=lambda kv: (-round(kv[1], 9), len(kv[0]), kv[0]))
+        if dist is not None:
+            limit = max_stretch * dist[s, t] * (1 + 1e-9) + 1e-12
+            seeded = [kv for kv in seeded if lm[list(kv[0][:-1]), list(kv[0][1:])].sum() <= limit]
+        out, seen = [], set()
+        for p in [plist[0]] + [list(nodes) for nodes, _ in seeded] + plist[1:]:
+            if tuple(p) not in seen:
+                seen.add(tuple(p))
+                out.append(p)
+            if len(out) == k:
+                break
+        found[(s, t)] = out
+    return found
 
 
 def _mirrorable(topo: Topology, metric: Metric) -> bool:
     """True when the reverse of a shortest s->t path is a shortest t->s path for this metric."""
-    li = topo.link_index
     metric_values = {"hop": np.ones(topo.num_links), "weight": topo.weight,
                      "latency": topo.latency_seconds}[metric]
+    return _mirrorable_values(topo, metric_values)
+
+
+def _mirrorable_values(topo: Topology, values: np.ndarray) -> bool:
+    """True when every link has a reverse link with the same value."""
+    li = topo.link_index
     for i, (u, v) in enumerate(zip(topo.src.tolist(), topo.dst.tolist())):
         j = li.get((v, u))
-        if j is None or metric_values[j] != metric_values[i]:
+        if j is None or values[j] != values[i]:
             return False
     return True
 

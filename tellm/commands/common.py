@@ -35,12 +35,21 @@ def add_tm_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_path_args(p: argparse.ArgumentParser) -> None:
-    from tecore.paths import STRATEGIES
+    from tecore.paths import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY, STRATEGIES
 
     g = p.add_argument_group("candidate paths")
-    g.add_argument("--k", type=int, default=4, help="paths per ordered pair")
-    g.add_argument("--paths-strategy", default="shortest", choices=sorted(STRATEGIES),
-                   help="how candidate paths are chosen")
+    g.add_argument("--k", type=int, default=DEFAULT_K, help="paths per ordered pair (at most)")
+    g.add_argument("--paths-strategy", default=DEFAULT_STRATEGY, choices=sorted(STRATEGIES),
+                   help="how candidate paths are chosen: shortest (Yen), capacity (Yen on inverse-capacity "
+                        "weights), edge-disjoint (disjoint shortest paths first), optimum-seeded (paths of "
+                        "exact min-MLU solutions of sample TMs, topped up with edge-disjoint-first paths)")
+    g.add_argument("--max-stretch", type=float, default=DEFAULT_MAX_STRETCH, metavar="X",
+                   help="drop candidate paths longer than X times the pair's shortest path "
+                        "(in --stretch-metric); default: no bound")
+    g.add_argument("--stretch-metric", choices=["hop", "latency"], default="hop",
+                   help="what --max-stretch measures")
+    g.add_argument("--paths-seed", type=int, default=0,
+                   help="seed of the sample TMs the optimum-seeded strategy is built from")
     g.add_argument("--workers", type=int, default=None, help="processes for path search (default: all cores)")
 
 
@@ -52,13 +61,16 @@ def load_topology_from_args(args):
     return load_topology(args.topology, capacity=args.capacity, default_capacity_bps=args.default_capacity_bps)
 
 
-def paths_from_args(args, topo, console=None):
+def paths_from_args(args, topo, console=None, use_cache: bool = True):
     from tecore import compute_paths
 
     if not 1 <= args.k <= 64:
         raise CLIError("--k must be between 1 and 64")
+    if args.max_stretch is not None and not args.max_stretch >= 1.0:
+        raise CLIError("--max-stretch must be >= 1")
     return compute_paths(topo, k=args.k, strategy=args.paths_strategy, workers=args.workers,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), max_stretch=args.max_stretch, use_cache=use_cache,
+                         stretch_metric=args.stretch_metric, seed=args.paths_seed)
 
 
 def tms_from_args(args, topo):

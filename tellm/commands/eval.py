@@ -56,6 +56,17 @@ def _lp(topo, paths, args):
     return run
 
 
+@router("opt")
+def _opt(topo, paths, args):
+    """The exact min-MLU over all paths (multicommodity-flow LP): what no path set can beat."""
+    from tecore.optimum import solve_optimum
+
+    def run(tm):
+        r = solve_optimum(topo, tm, solver="simplex", time_limit_seconds=args.lp_time_limit)
+        return RouterOutcome(r.mlu, r.solve_seconds)
+    return run
+
+
 @router("shortest")
 def _shortest(topo, paths, args):
     from tecore import shortest_path_split, split_mlu
@@ -100,14 +111,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Route each traffic matrix with every --router and print MLU and solve time per "
                     "TM. ecmp = hop-by-hop equal-cost multipath (the shortest-path baseline); lp = the "
                     "optimum over the candidate paths (HiGHS); shortest = equal split over least-cost "
-                    "candidate paths.",
+                    "candidate paths; opt = the exact optimum over all paths (multicommodity-flow LP, HiGHS), "
+                    "reported as mlu_opt with every other router's MLU as a ratio to it "
+                    "(mlu_<router>_over_opt).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_topology_args(p)
     common.add_tm_args(p)
     common.add_path_args(p)
     p.add_argument("--router", action="append", default=None, metavar="NAME",
                    help=f"router(s) to run, repeatable or comma-separated; known: {', '.join(ROUTERS)} "
-                        "(default: ecmp,lp)")
+                        "(default: ecmp,lp,opt)")
     p.add_argument("--lp-time-limit", type=float, default=None, metavar="SECONDS",
                    help="give up on an LP after this long")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write rows as JSON")
@@ -120,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _routers(args) -> list[str]:
     names = []
-    for item in args.router or ["ecmp,lp"]:
+    for item in args.router or ["ecmp,lp,opt"]:
         names += [x.strip() for x in item.split(",") if x.strip()]
     unknown = [n for n in names if n not in ROUTERS]
     if unknown:
@@ -152,6 +165,10 @@ def run(args) -> int:
                 raise CLIError(f"router {n} returned a non-finite MLU on {tm.label}")
             row[f"mlu_{n}"] = out.mlu
             row[f"{n}_seconds"] = out.seconds
+        if "opt" in fns:
+            for n in fns:
+                if n != "opt":
+                    row[f"mlu_{n}_over_opt"] = row[f"mlu_{n}"] / row["mlu_opt"] if row["mlu_opt"] > 0 else None
         rows.append(row)
 
     table = Table(title=f"{topo.name}: {topo.num_nodes} nodes, {topo.num_links} links, "
@@ -162,23 +179,36 @@ def run(args) -> int:
         table.add_column(f"{n} s", justify="right")
     if "lp" in names:
         for n in names:
-            if n != "lp":
+            if n not in ("lp", "opt"):
                 table.add_column(f"{n}/lp", justify="right")
+    if "opt" in names:
+        for n in names:
+            if n != "opt":
+                table.add_column(f"{n}/opt", justify="right")
     for row in rows:
         cells = [row["tm"]]
         for n in names:
             cells += [f"{row[f'mlu_{n}']:.4f}", f"{row[f'{n}_seconds']:.4f}"]
         if "lp" in names:
             cells += [f"{row[f'mlu_{n}'] / row['mlu_lp']:.4f}" if row["mlu_lp"] > 0 else "-"
-                      for n in names if n != "lp"]
+                      for n in names if n not in ("lp", "opt")]
+        if "opt" in names:
+            cells += [f"{row[f'mlu_{n}_over_opt']:.4f}" if row["mlu_opt"] > 0 else "-"
+                      for n in names if n != "opt"]
         table.add_row(*cells)
     summary = {}
     if "lp" in names:
         for n in names:
-            if n != "lp":
+            if n not in ("lp", "opt"):
                 ratios = [r[f"mlu_{n}"] / r["mlu_lp"] for r in rows if r["mlu_lp"] > 0]
                 summary[f"{n}_over_lp_geomean"] = geomean(ratios)
                 summary[f"{n}_over_lp_p90"] = float(np.percentile(ratios, 90)) if ratios else float("nan")
+    if "opt" in names:
+        for n in names:
+            if n != "opt":
+                ratios = [r[f"mlu_{n}_over_opt"] for r in rows if r["mlu_opt"] > 0]
+                summary[f"{n}_over_opt_geomean"] = geomean(ratios)
+                summary[f"{n}_over_opt_worst"] = float(max(ratios)) if ratios else float("nan")
     console.print(table)
     for key, val in summary.items():
         console.print(f"{key}: {val:.4f}")
