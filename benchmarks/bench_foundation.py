@@ -1,7 +1,7 @@
 """Foundation benchmarks: candidate-path build time (Kdl) and HiGHS path-LP time (GEANT, GtsCe).
 
     python benchmarks/bench_foundation.py paths --topology Kdl --k 4
-    python benchmarks/bench_foundation.py lp --topology geant --topology GtsCe --count 3
+    python benchmarks/bench_foundation.py lp --topology geant --topology GtsCe --count 3 [--solver ipm]
 
 Writes benchmarks/results/foundation_<what>.json (merged per topology) and prints a table.
 Path timing is a cold build (cache bypassed). LP timing is HiGHS's run() only; model build time is
@@ -56,7 +56,7 @@ def bench_paths(args) -> None:
 def bench_lp(args) -> None:
     for name in args.topology:
         topo = load_topology(name)
-        ps = compute_paths(topo, k=args.k)
+        ps = compute_paths(topo, k=args.k, strategy=args.strategy)
         rows = []
         for tm in generate(topo, args.tm, args.count, seed=args.seed):
             tm = scale_to_mlu(topo, tm, 0.8)
@@ -68,7 +68,8 @@ def bench_lp(args) -> None:
                   f"build {r.build_seconds:.3f} s, {r.num_variables} vars, {r.num_constraints} rows")
         solve = np.array([r["solve_seconds"] for r in rows])
         entry = {"topology": topo.name, "nodes": topo.num_nodes, "links": topo.num_links, "k": args.k,
-                 "pairs": ps.num_pairs, "paths": ps.num_paths, "tm": args.tm, "solver": args.solver,
+                 "pairs": ps.num_pairs, "paths": ps.num_paths, "strategy": ps.strategy, "tm": args.tm,
+                 "solver": args.solver,
                  "solve_seconds_median": float(np.median(solve)), "solve_seconds_max": float(solve.max()),
                  "rows": rows, "machine": machine(),
                  "command": f"python benchmarks/bench_foundation.py lp --topology {name} --count {args.count}"}
@@ -91,6 +92,7 @@ def main() -> None:
     b.add_argument("--count", type=int, default=3)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--solver", default="choose", help="HiGHS solver: choose | simplex | ipm | pdlp")
+    b.add_argument("--strategy", default="shortest", help="candidate path strategy (hop-shortest by default)")
     b.set_defaults(func=bench_lp)
     args = p.parse_args()
     args.func(args)
