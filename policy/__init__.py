@@ -1,0 +1,15 @@
+"""tellm policies: choose the TE objective the learned model optimises, without retraining.
+
+- ``policies``: named objectives with bounded parameters and their policy vectors (the TE head's
+  ``policy`` input: [latency weight, headroom fraction, 0, 0]); ``tecore.objectives`` solves each
+  one exactly (per-policy LP).
+- ``service``: PolicyService (gRPC, proto/tellm/v1/policy.proto) and the thread-safe store whose
+  ``active_policy_vector(topology_id)`` the inference server uses for Route requests without a policy.
+- ``state``: network state from the controller's ``GET /state`` or Prometheus.
+- ``guard``: the only path to SetPolicy: bounds, rate limit, JSONL audit, automatic rollback,
+  dry run, metrics (tellm_policy_info, tellm_policy_changes_total, tellm_policy_rollbacks_total).
+- ``tools``: the six tools (get_network_state, get_mlu_history, list_policies, evaluate_policy,
+  apply_policy, rollback) shared by the engines and the MCP server.
+- ``rules`` / ``llm``: decision engines (rule-based default; any OpenAI-compatible endpoint).
+- ``daemon`` / ``mcp_server``: ``tellm policy run`` and ``tellm policy mcp``.
+"""

@@ -267,8 +267,10 @@ def _candidates(name: str) -> list[Path]:
 def resolve_topology_path(spec: str) -> Path:
     """A file path, or a name from the data directory (``Abilene``, ``geant``, ``zoo:X``, ``sndlib:X``)."""
     p = Path(spec)
-    if p.suffix and p.exists():
+    if p.exists() and p.is_file():
         return p
+    if p.suffix.lower() in (".graphml", ".xml", ".yaml", ".yml") or "/" in spec:
+        raise TopologyError(f"{spec}: no such file")
     prefix, _, bare = spec.partition(":") if ":" in spec else ("", "", spec)
     data = find_data_dir()
     if data is None:

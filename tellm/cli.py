@@ -16,6 +16,11 @@ from .errors import CLIError
 COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
+    "tellm.commands.model",
+    "tellm.inference.cli",
+    "tellm.commands.controller",
+    "tellm.commands.policy",
+    "tellm.commands.demo",
 ]
 
 

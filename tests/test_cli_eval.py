@@ -68,7 +68,8 @@ def test_eval_real_sndlib_tms(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["eval", "--topology", "/nonexistent.graphml"], "unknown topology"),
+    (["eval", "--topology", "/nonexistent.graphml"], "no such file"),
+    (["eval", "--topology", "NoSuchNet"], "NoSuchNet"),
     (["eval", "--topology", "X.yaml", "--router", "magic"], "unknown router"),
     (["eval", "--topology", "X.yaml", "--tm", "nonsense"], "not a TM family"),
     (["eval", "--topology", "X.yaml", "--count", "0"], "--count"),

@@ -80,6 +80,31 @@ def _shortest(topo, paths, args):
     return run
 
 
+@router("model")
+def _model(topo, paths, args):
+    """The TE head through ONNX Runtime (CPU unless --model-providers says otherwise)."""
+    from tecore import check_split, split_mlu
+    from tellm.inference.features import onnx_inputs
+    from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner
+
+    try:
+        head = TEHeadRunner(args.model or DEFAULT_MODEL, providers=args.model_providers.split(","))
+    except ModelError as exc:
+        raise CLIError(str(exc)) from None
+    static = onnx_inputs(topo, paths, np.zeros(paths.num_pairs))
+
+    def run(tm):
+        d = tm.pair_demands(paths.pairs)
+        inputs = dict(static, demand_bps=d.astype(np.float32))
+        t0 = time.perf_counter()
+        out = head.route(inputs)
+        seconds = time.perf_counter() - t0
+        check_split(paths, out.split.astype(np.float64), atol=1e-4)
+        # Score the split on the exact float64 demands, as every other router is scored.
+        return RouterOutcome(split_mlu(topo, paths, out.split.astype(np.float64), d), seconds)
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="compare routers' MLU on a topology and a set of traffic matrices",
@@ -99,6 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lp-time-limit", type=float, default=None, metavar="SECONDS",
                    help="give up on an LP after this long")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write rows as JSON")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX TE head for --router model (default: the shipped inference/models/tellm-te.onnx)")
+    p.add_argument("--model-providers", default="CPUExecutionProvider",
+                   help="ONNX Runtime providers for --router model, comma-separated")
     p.set_defaults(func=run)
 
 

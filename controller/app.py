@@ -1,0 +1,396 @@
+"""The os-ken application: OpenFlow 1.5 glue around ControllerCore.
+
+Discovery: our own LLDP probes on every port (switch features -> port description -> probe), links
+reconciled with the topology file by datapath id (mismatches logged). Hosts: learnt from ARP and from
+the first IPv4 packet (table miss); ARP is answered by the controller (proxy ARP) and unknown targets
+are asked for on edge ports only, so broadcasts never loop in a cyclic topology. Measurement: port and
+classification-rule counters polled every interval. Each interval: route, plan, and execute the plan
+phase by phase with a barrier per phase (make-before-break across switches).
+
+os-ken 4.2.2 runs on native threads (OSKEN_HUB_TYPE=native): event handlers run on the app's event
+thread, the control loop on its own thread; ``self.lock`` serialises their use of the core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import hub
+from os_ken.lib.packet import arp, ethernet, ipv4, packet
+from os_ken.ofproto import ether, ofproto_v1_5
+
+from . import ofmsgs
+from .core import ControllerCore, subnet_dpid
+from .planner import OpKind, Plan
+
+log = logging.getLogger("tellm.controller")
+
+#: Filled by tellm.controller.runner before os-ken instantiates the app (os-ken builds apps itself).
+RUNTIME: dict = {}
+BARRIER_TIMEOUT_SECONDS = 2.0
+#: A packet classified to an old group just before the move can still be inside the datapath
+#: (dp_hash recirculates it through the group once more, and cached datapath flows refer to it);
+#: deleting the old group under it drops it. Old groups and labels go only after this drain.
+OLD_STATE_DRAIN_SECONDS = 0.5
+_DRAINED_KINDS = frozenset({OpKind.DELETE_GROUP, OpKind.DELETE_LABEL})
+LLDP_PERIOD_SECONDS = 5.0
+#: Realised splits are read from group counters only on networks this small (one group per pair).
+GROUP_STATS_MAX_NODES = 60
+
+
+class TellmController(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_5.OFP_VERSION]
+
+    def __init__(self, *args, core: ControllerCore | None = None, poll_interval_seconds: float | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.core: ControllerCore = core or RUNTIME["core"]
+        self.poll = poll_interval_seconds or RUNTIME.get("poll_interval_seconds") or \
+            self.core.config.poll_interval_seconds
+        self.datapaths: dict[int, object] = {}
+        self.ports: dict[int, dict[int, str]] = defaultdict(dict)  # dpid -> port -> hw_addr
+        self.lock = threading.RLock()
+        self._barriers: dict[tuple[int, int], threading.Event] = {}
+        self._stop = threading.Event()
+        self._force = threading.Event()  # reroute at the next tick (new links, reconnects)
+        self._wake = threading.Event()  # wake the control loop early (failover, resync)
+        self._failover_pending = False
+        self._resync: set[int] = set()  # switches to wipe and reinstall (connect, error)
+        self._threads: list = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self):
+        t = super().start()
+        self._threads = [hub.spawn(self._control_loop), hub.spawn(self._lldp_loop)]
+        return t
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        super().stop()
+
+    # ------------------------------------------------------------------ switches
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _features(self, ev):
+        dp = ev.msg.datapath
+        if dp.id not in self.core.dpid_node:
+            log.warning("switch dpid=%d is not in the topology; ignoring it", dp.id)
+            return
+        with self.lock:
+            self.datapaths[dp.id] = dp
+            self._resync.add(dp.id)
+        log.info("switch dpid=%d connected", dp.id)
+        self._wake.set()
+
+    def _reset_switch(self, dp):
+        """Known state on (re)connect: wipe, fixed rules, host rules; the plan reinstalls TE state."""
+        for msg in ofmsgs.wipe(dp) + ofmsgs.base_flows(dp, dp.id):
+            dp.send_msg(msg)
+        for h in self.core.hosts.values():
+            if h.dpid == dp.id:
+                dp.send_msg(ofmsgs.host_flow(dp, h.ip, h.port))
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _dead(self, ev):
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        with self.lock:
+            if self.datapaths.get(dp.id) is dp:
+                del self.datapaths[dp.id]
+                self.core.switch_disconnected(dp.id)
+                log.warning("switch dpid=%d disconnected", dp.id)
+                self._request_failover()
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc(self, ev):
+        dp = ev.msg.datapath
+        ofp = dp.ofproto
+        with self.lock:
+            for p in ev.msg.body:
+                if p.port_no > ofp.OFPP_MAX:
+                    continue
+                self.ports[dp.id][p.port_no] = p.hw_addr
+                down = bool(p.state & ofp.OFPPS_LINK_DOWN) or bool(p.config & ofp.OFPPC_PORT_DOWN)
+                self.core.port_state(dp.id, p.port_no, up=not down)
+        # This switch's LLDP rule is in place now (the switch answers in order): probe from every
+        # switch so that links towards it are found at once, not at the next periodic probe.
+        for other in list(self.datapaths.values()):
+            self._send_lldp(other)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        dp, ofp, p = msg.datapath, msg.datapath.ofproto, msg.desc
+        down = (msg.reason == ofp.OFPPR_DELETE or bool(p.state & ofp.OFPPS_LINK_DOWN)
+                or bool(p.config & ofp.OFPPC_PORT_DOWN))
+        with self.lock:
+            if msg.reason == ofp.OFPPR_DELETE:
+                self.ports[dp.id].pop(p.port_no, None)
+            elif p.port_no <= ofp.OFPP_MAX:
+                self.ports[dp.id][p.port_no] = p.hw_addr
+            changed = self.core.port_state(dp.id, p.port_no, up=not down)
+            if changed:
+                log.warning("dpid=%d port %d is %s", dp.id, p.port_no, "down" if down else "up")
+                if down:
+                    self._request_failover()  # now, not at the next poll
+                else:
+                    self._force.set()
+        if not down:
+            self._send_lldp(dp, [p.port_no])
+
+    def _request_failover(self):
+        """Called under self.lock from event handlers; the control loop thread does the work (it is
+        the only thread that plans and executes, so plans never interleave and barrier replies, which
+        arrive on the event thread, are never waited for on that thread)."""
+        self._failover_pending = True
+        self._force.set()
+        self._wake.set()
+
+    def _failover(self):
+        with self.lock:
+            self._failover_pending = False
+            plan = self.core.failover_plan()
+        if plan is not None and plan.phases:
+            log.warning("link state changed: renormalising the installed split locally")
+            self._execute(plan)
+            with self.lock:
+                self.core.commit(plan)
+                self.core.snapshot = self.core.make_snapshot()
+
+    # ------------------------------------------------------------------ discovery and hosts
+    def _send_lldp(self, dp, ports=None):
+        for port in ports if ports is not None else list(self.ports[dp.id]):
+            hw = self.ports[dp.id].get(port)
+            if hw is None:
+                continue
+            dp.send_msg(ofmsgs.packet_out(dp, port, ofmsgs.lldp_frame(dp.id, port, hw)))
+
+    def _lldp_loop(self):
+        # Probe fast while declared links are still missing (switches connect one by one), slowly after.
+        while not self._stop.wait(1.0 if self.core.missing_links() else LLDP_PERIOD_SECONDS):
+            for dp in list(self.datapaths.values()):
+                self._send_lldp(dp)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        dp = msg.datapath
+        in_port = msg.match.get("in_port")
+        pkt = packet.Packet(msg.data)
+        eth = pkt.get_protocol(ethernet.ethernet)
+        if eth is None or in_port is None:
+            return
+        with self.lock:
+            if eth.ethertype == ether.ETH_TYPE_LLDP:
+                found = ofmsgs.parse_lldp(pkt)
+                if found and self.core.link_discovered(found[0], found[1], dp.id, in_port):
+                    log.info("link dpid %d port %d -> dpid %d port %d", found[0], found[1], dp.id, in_port)
+                    self._force.set()
+                return
+            if self.core.is_link_port(dp.id, in_port):
+                return  # hosts are only learnt at the edge
+            a = pkt.get_protocol(arp.arp)
+            if a is not None:
+                self._learn(a.src_ip, a.src_mac, dp, in_port)
+                self._arp(dp, in_port, eth, a, msg.data)
+                return
+            ip = pkt.get_protocol(ipv4.ipv4)
+            if ip is not None:
+                self._learn(ip.src, eth.src, dp, in_port)
+
+    def _learn(self, ip: str, mac: str, dp, port: int) -> None:
+        if subnet_dpid(ip) is None or ip == "0.0.0.0":
+            return
+        if self.core.learn_host(ip, mac, dp.id, port):
+            log.info("host %s (%s) at dpid %d port %d", ip, mac, dp.id, port)
+            dp.send_msg(ofmsgs.host_flow(dp, ip, port))
+
+    def _arp(self, dp, in_port, eth, a, data: bytes) -> None:
+        if a.opcode == arp.ARP_REQUEST:
+            target = self.core.hosts.get(a.dst_ip)
+            if target is not None:  # proxy ARP: answer for the target
+                reply = packet.Packet()
+                reply.add_protocol(ethernet.ethernet(dst=eth.src, src=target.mac, ethertype=ether.ETH_TYPE_ARP))
+                reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=target.mac, src_ip=target.ip,
+                                           dst_mac=a.src_mac, dst_ip=a.src_ip))
+                reply.serialize()
+                dp.send_msg(ofmsgs.packet_out(dp, in_port, bytes(reply.data)))
+                return
+            # Unknown target: ask on edge ports only (never along inter-switch links).
+            for dpid, odp in self.datapaths.items():
+                for port in self.ports[dpid]:
+                    if (dpid, port) != (dp.id, in_port) and not self.core.is_link_port(dpid, port):
+                        odp.send_msg(ofmsgs.packet_out(odp, port, data))
+        elif a.opcode == arp.ARP_REPLY:
+            asker = self.core.hosts.get(a.dst_ip)
+            if asker is not None and asker.dpid in self.datapaths:
+                odp = self.datapaths[asker.dpid]
+                odp.send_msg(ofmsgs.packet_out(odp, asker.port, data))
+
+    # ------------------------------------------------------------------ measurement
+    @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
+    def _port_stats(self, ev):
+        now = time.monotonic()
+        body = ev.msg.body
+        with self.lock:
+            self.core.port_stats(ev.msg.datapath.id, np.array([s.port_no for s in body], dtype=np.int64),
+                                 np.array([s.tx_bytes for s in body], dtype=np.uint64), now)
+
+    @set_ev_cls(ofp_event.EventOFPFlowDescStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        now = time.monotonic()
+        rows = [(s.cookie & 0xFFFFFFFF, s.stats["byte_count"]) for s in ev.msg.body
+                if s.cookie & ofmsgs.COOKIE_MASK == ofmsgs.COOKIE_CLASS]
+        if not rows:
+            return
+        dests, counts = zip(*rows)
+        with self.lock:
+            self.core.class_stats(ev.msg.datapath.id, np.array(dests, dtype=np.int64),
+                                  np.array(counts, dtype=np.uint64), now)
+
+    @set_ev_cls(ofp_event.EventOFPGroupStatsReply, MAIN_DISPATCHER)
+    def _group_stats(self, ev):
+        now = time.monotonic()
+        dpid = ev.msg.datapath.id
+        with self.lock:
+            for g in ev.msg.body:
+                self.core.group_stats(dpid, g.group_id, np.array([b.byte_count for b in g.bucket_stats],
+                                                                 dtype=np.uint64), now)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier(self, ev):
+        log.debug("barrier reply dpid=%d xid=%d", ev.msg.datapath.id, ev.msg.xid)
+        e = self._barriers.pop((ev.msg.datapath.id, ev.msg.xid), None)
+        if e is not None:
+            e.set()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev):
+        msg = ev.msg
+        data = bytes(msg.data or b"")
+        # The first bytes of the rejected message: its OpenFlow type (and multipart type) say which.
+        what = f"msg type {data[1]}" if len(data) > 1 else "?"
+        if len(data) >= 10 and data[1] == 18:
+            what += f" multipart {int.from_bytes(data[8:10], 'big')}"
+        dp = msg.datapath
+        if len(data) < 2 or data[1] not in (14, 15):  # only a rejected flow or group mod desyncs the switch
+            log.error("switch dpid=%d rejected a message (%s): error type=%d code=%d",
+                      dp.id, what, msg.type, msg.code)
+            return
+        log.error("switch dpid=%d rejected a message (%s): error type=%d code=%d (xid %d); resynchronising it",
+                  dp.id, what, msg.type, msg.code, msg.xid)
+        with self.lock:
+            if self.datapaths.get(dp.id) is dp:
+                self._resync.add(dp.id)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ control loop
+    def _control_loop(self):
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._do_resync()
+                if self._failover_pending:
+                    self._failover()
+                if time.monotonic() >= next_tick:
+                    self._request_stats()
+                    # Replies arrive on the event thread; give them a fraction of the interval.
+                    if self._stop.wait(min(0.25, self.poll / 4)):
+                        break
+                    self._do_resync()
+                    self.tick()
+                    next_tick = max(next_tick + self.poll, time.monotonic())
+            except Exception:
+                log.exception("control loop iteration failed; keeping the installed routing")
+                next_tick = time.monotonic() + self.poll
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()
+
+    def _request_stats(self):
+        for dp in list(self.datapaths.values()):
+            try:
+                dp.send_msg(ofmsgs.port_stats_request(dp))
+                dp.send_msg(ofmsgs.class_stats_request(dp))
+                if self.core.topo.num_nodes <= GROUP_STATS_MAX_NODES:
+                    dp.send_msg(ofmsgs.group_stats_request(dp))
+            except Exception as exc:  # a switch that just went away
+                log.debug("stats request to dpid=%s failed: %s", dp.id, exc)
+
+    def _do_resync(self):
+        with self.lock:
+            todo, self._resync = self._resync, set()
+            for dpid in todo:
+                dp = self.datapaths.get(dpid)
+                if dp is not None and self.core.switch_connected(dpid):
+                    self._reset_switch(dp)
+                    self._force.set()
+
+    def tick(self) -> Plan | None:
+        """One control interval: estimate, route, plan, execute (called on the control loop thread)."""
+        t0 = time.perf_counter()
+        now = time.time()
+        force = self._force.is_set()
+        self._force.clear()
+        with self.lock:
+            inp = self.core.routing_input(time.monotonic(), force=force)
+        plan = None
+        if inp is not None and self.datapaths:
+            routing = self.core.router.route(inp)  # outside the lock: a model call may take a while
+            with self.lock:
+                plan = self.core.apply_routing(routing, inp, now)
+            if plan.phases:
+                self._execute(plan)
+            with self.lock:
+                self.core.commit(plan)
+        with self.lock:
+            self.core.loops += 1
+            self.core.snapshot = self.core.make_snapshot()
+        self.core.metrics.loop_duration.observe(time.perf_counter() - t0)
+        return plan
+
+    def _execute(self, plan: Plan) -> None:
+        """Send the plan phase by phase; each phase ends with a barrier on every switch it touched."""
+        self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
+        log.info("update: %d operations in %d phases, %d groups", len(plan.ops), len(plan.phases), plan.group_updates)
+        try:
+            self._execute_phases(plan)
+        finally:
+            self.core.plans_done += 1
+
+    def _execute_phases(self, plan: Plan) -> None:
+        drained = False
+        for phase in plan.phases:
+            if not drained and all(op.kind in _DRAINED_KINDS for op in phase):
+                time.sleep(OLD_STATE_DRAIN_SECONDS)
+                drained = True
+            by_dp: dict[int, list] = defaultdict(list)
+            for op in phase:
+                by_dp[op.dpid].append(op)
+            waits = []
+            for dpid, ops in by_dp.items():
+                dp = self.datapaths.get(dpid)
+                if dp is None:
+                    continue
+                for op in ops:
+                    dp.send_msg(ofmsgs.op_message(dp, op))
+                barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+                dp.set_xid(barrier)
+                ev = threading.Event()
+                self._barriers[(dpid, barrier.xid)] = ev
+                dp.send_msg(barrier)
+                waits.append((dpid, ev))
+            for dpid, ev in waits:
+                # The reply comes on the event thread; _barrier takes no lock, and we hold none here.
+                if not ev.wait(BARRIER_TIMEOUT_SECONDS):
+                    log.warning("no barrier reply from dpid=%d within %.1f s", dpid, BARRIER_TIMEOUT_SECONDS)

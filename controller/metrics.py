@@ -1,0 +1,53 @@
+"""Every Prometheus metric of the controller, in one place (names are a contract with dashboards).
+
+Each Metrics object has its own registry so that several controllers (tests) can live in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LOOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.mlu = Gauge("tellm_mlu_ratio", "Measured maximum link utilisation (port counters)", registry=r)
+        self.link_utilization = Gauge("tellm_link_utilization_ratio", "Measured link utilisation", ["link"],
+                                      registry=r)
+        self.link_throughput = Gauge("tellm_link_throughput_bits_per_second", "Measured link throughput",
+                                     ["link"], registry=r)
+        self.tm_total = Gauge("tellm_traffic_matrix_total_bits_per_second",
+                              "Sum of the estimated traffic matrix (ingress classification counters)", registry=r)
+        self.loop_duration = Histogram("tellm_control_loop_duration_seconds",
+                                       "One control loop iteration: estimate, route, plan", buckets=_LOOP_BUCKETS,
+                                       registry=r)
+        self.inference_duration = Histogram("tellm_inference_request_duration_seconds",
+                                            "Inference request duration seen by the controller (client side)",
+                                            buckets=_LOOP_BUCKETS, registry=r)
+        self.fallbacks = Counter("tellm_fallback_total", "Routing fallbacks, by reason", ["reason"], registry=r)
+        self.group_updates = Counter("tellm_group_updates_total", "Select groups (re)installed", registry=r)
+        self.routing_info = Gauge("tellm_routing_info", "1 for the router whose routing is installed", ["router"],
+                                  registry=r)
+        self.shortest_path_mlu = Gauge("tellm_shortest_path_mlu_ratio",
+                                       "MLU shortest-path routing would have on the measured traffic matrix",
+                                       registry=r)
+        self._router: str | None = None
+
+    def set_links(self, names: list[str], utilization, throughput_bps) -> None:
+        for name, u, t in zip(names, utilization, throughput_bps):
+            self.link_utilization.labels(link=name).set(float(u))
+            self.link_throughput.labels(link=name).set(float(t))
+
+    def set_router(self, name: str) -> None:
+        if name == self._router:
+            return
+        if self._router is not None:
+            self.routing_info.labels(router=self._router).set(0)
+        self.routing_info.labels(router=name).set(1)
+        self._router = name
+
+    def serve(self, port: int, addr: str = "127.0.0.1"):
+        """Serve /metrics; returns (server, thread)."""
+        return start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,83 @@
+"""``tellm serve``: the inference service (gRPC over ONNX Runtime)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="run the inference service (gRPC, ONNX Runtime)",
+        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus grpc.health.v1 "
+                    "and server reflection). Controllers register a topology once, then send traffic "
+                    "matrices and get split ratios back. Runs on CUDAExecutionProvider when onnxruntime-gpu "
+                    "and a GPU are present, else on the CPU. The model file is watched and reloaded when it "
+                    "changes (replace it atomically: write a temp file, then rename). SIGTERM/SIGINT shut "
+                    "down gracefully.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on for gRPC and metrics (0.0.0.0 or :: for all interfaces)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (0 = any free port, printed at start)")
+    p.add_argument("--model", type=Path, default=None, metavar="FILE.onnx",
+                   help="ONNX model with the tellm TE interface (default: the model shipped in the package, "
+                        "tellm/inference/models/tellm-te.onnx)")
+    p.add_argument("--metrics-port", type=int, default=9102,
+                   help="Prometheus /metrics port (0 = any free port, -1 = off)")
+    p.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="execution provider: auto uses CUDA when available and falls back to the CPU")
+    p.add_argument("--workers", type=int, default=8, help="gRPC handler threads (concurrent requests)")
+    p.add_argument("--max-parallel-runs", type=int, default=4,
+                   help="model runs at once; further requests queue until a slot frees or their deadline "
+                        "passes (bounds memory on large topologies)")
+    p.add_argument("--ort-threads", type=int, default=0,
+                   help="onnxruntime intra-op threads per run (0 = onnxruntime's default: one per core)")
+    p.add_argument("--watch-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often to check the model file for changes (0 = never)")
+    p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                   help="on shutdown, how long in-flight requests may take to finish")
+    p.add_argument("--max-topologies", type=int, default=64,
+                   help="registered topologies kept (least recently registered dropped first)")
+    p.add_argument("--policy-state", type=Path, default=None, metavar="FILE.json",
+                   help="keep the active TE policy (set through PolicyService) in this file across restarts")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tellm.errors import CLIError
+
+    from .session import ModelError, default_model_path
+    from .server import ServerConfig, serve
+
+    model = args.model or default_model_path()
+    if not model.exists():
+        raise CLIError(f"model file {model} does not exist" +
+                       ("" if args.model else " (no model is shipped in this install; pass --model FILE.onnx)"))
+    for name in ("port", "workers", "max_topologies", "max_parallel_runs"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise CLIError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'port' else '>= 1'}")
+    if args.watch_interval < 0 or args.grace < 0:
+        raise CLIError("--watch-interval and --grace must be >= 0")
+    config = ServerConfig(model_path=model, host=args.host, port=args.port,
+                          metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+                          workers=args.workers, max_parallel_runs=args.max_parallel_runs, provider=args.provider,
+                          ort_threads=args.ort_threads,
+                          watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
+                          max_topologies=args.max_topologies,
+                          policy_state_file=str(args.policy_state) if args.policy_state else None)
+
+    def ready(server) -> None:
+        m = server.models.current
+        # One parseable line on stdout: scripts (and the tests) read the bound ports from it.
+        print(f"tellm serve: listening on {args.host}:{server.port} metrics_port={server.metrics_port or 'off'} "
+              f"provider={m.provider} model_version={m.version}", flush=True)
+
+    try:
+        return serve(config, ready=ready)
+    except ModelError as exc:
+        raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        sys.stdout.flush()

@@ -1,0 +1,138 @@
+"""Training data for the TE head: topologies, candidate paths and generated TMs in one .npz (numpy only).
+
+The file is built here with tecore (paths, TM generators, and the LP optimum of the *validation*
+instances, used only to report progress -- never as a training label) so that the GPU side needs only
+torch and numpy. Topology lists come from the recipe (train / validation / held-out / excluded); this
+module refuses a recipe whose training or validation lists touch the held-out or excluded ones.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .features import incidence_arrays
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TopologyData:
+    name: str
+    capacity_bps: np.ndarray  # float32 [L]
+    latency_seconds: np.ndarray  # float32 [L]
+    reverse_link: np.ndarray  # int64 [L]: id of the opposite direction, -1 if none
+    path_pair: np.ndarray  # int64 [Np]
+    inc_path: np.ndarray  # int64 [nnz]
+    inc_link: np.ndarray  # int64 [nnz]
+    tms: np.ndarray  # float32 [T, P]: pair demands, each TM divided by its largest entry
+    lp_mlu: np.ndarray  # float64 [T]: LP optimum of each TM (validation only; NaN elsewhere)
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.tms.shape[1])
+
+
+def load_recipe(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError(f"{path}: cannot read recipe ({exc})") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping")
+    for key in ("data", "model", "train"):
+        if not isinstance(recipe.get(key), dict):
+            raise RecipeError(f"{path}: missing mapping {key!r}")
+    split = recipe["data"]
+    for key in ("train", "validation", "held_out"):
+        if not isinstance(split.get(key), list) or not split[key]:
+            raise RecipeError(f"{path}: data.{key} must be a non-empty list of topology names")
+    banned = {n.lower() for n in split["held_out"] + split.get("excluded", [])}
+    for key in ("train", "validation"):
+        leak = [n for n in split[key] if n.lower() in banned]
+        if leak:
+            raise RecipeError(f"{path}: data.{key} contains held-out/excluded topologies: {', '.join(leak)}")
+    overlap = {n.lower() for n in split["train"]} & {n.lower() for n in split["validation"]}
+    if overlap:
+        raise RecipeError(f"{path}: topologies in both train and validation: {', '.join(sorted(overlap))}")
+    return recipe
+
+
+def _reverse_links(topo) -> np.ndarray:
+    li = topo.link_index
+    return np.array([li.get((int(v), int(u)), -1) for u, v in zip(topo.src, topo.dst)], dtype=np.int64)
+
+
+def build_topology_data(name: str, recipe: dict, with_lp: bool) -> TopologyData:
+    from tecore import compute_paths, generate, load_topology, solve_min_mlu
+
+    data = recipe["data"]
+    topo = load_topology(name)
+    max_nodes = int(data.get("max_nodes", 50))
+    if topo.num_nodes > max_nodes:
+        raise RecipeError(f"{name}: {topo.num_nodes} nodes, more than data.max_nodes={max_nodes}")
+    paths = compute_paths(topo, k=int(recipe.get("paths", {}).get("k", 4)),
+                          strategy=recipe.get("paths", {}).get("strategy", "shortest"), workers=1)
+    per_family = int(data.get("tms_per_family", 5))
+    seed = int(recipe.get("seed", 0)) * 1_000_003 + zlib.crc32(name.encode())  # stable across runs
+    tms = []
+    for f, family in enumerate(data.get("families", ["gravity"])):
+        for tm in generate(topo, family, per_family, seed=seed + f):
+            d = tm.pair_demands(paths.pairs)
+            dmax = d.max()
+            if dmax > 0:
+                tms.append(d / dmax)
+    tms_arr = np.asarray(tms, dtype=np.float32)
+    lp = np.full(tms_arr.shape[0], np.nan)
+    if with_lp:
+        cap = topo.capacity_bps
+        for i, d in enumerate(tms_arr):
+            # Same float32 demands the model sees, in bit/s relative to the largest capacity.
+            lp[i] = solve_min_mlu(topo, paths, d.astype(np.float64) * float(cap.max())).mlu
+    path_pair, inc_path, inc_link = incidence_arrays(paths)
+    return TopologyData(name, topo.capacity_bps.astype(np.float32), topo.latency_seconds.astype(np.float32),
+                        _reverse_links(topo), path_pair, inc_path, inc_link, tms_arr, lp)
+
+
+def prepare(recipe: dict, out_file: str | Path, progress: bool = True) -> Path:
+    """Build the dataset file for the recipe's train and validation topologies."""
+    out_file = Path(out_file)
+    names = [(n, "train") for n in recipe["data"]["train"]] + [(n, "val") for n in recipe["data"]["validation"]]
+    arrays: dict[str, np.ndarray] = {}
+    it = names
+    if progress:
+        from rich.progress import track
+
+        it = track(names, description="dataset", transient=True)
+    for i, (name, role) in enumerate(it):
+        td = build_topology_data(name, recipe, with_lp=(role == "val"))
+        for field in ("capacity_bps", "latency_seconds", "reverse_link", "path_pair", "inc_path", "inc_link",
+                      "tms", "lp_mlu"):
+            arrays[f"{i}/{field}"] = getattr(td, field)
+        arrays[f"{i}/name"] = np.array(name)
+        arrays[f"{i}/role"] = np.array(role)
+    arrays["count"] = np.array(len(names))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out_file)
+    return out_file
+
+
+def load(file: str | Path) -> tuple[list[TopologyData], list[TopologyData]]:
+    """(train, validation) topology data from a dataset file."""
+    train, val = [], []
+    with np.load(file, allow_pickle=False) as z:
+        for i in range(int(z["count"])):
+            td = TopologyData(str(z[f"{i}/name"]), *(z[f"{i}/{f}"] for f in (
+                "capacity_bps", "latency_seconds", "reverse_link", "path_pair", "inc_path", "inc_link", "tms",
+                "lp_mlu")))
+            (train if str(z[f"{i}/role"]) == "train" else val).append(td)
+    return train, val

@@ -1,0 +1,158 @@
+"""The inference server: gRPC (service + health + reflection), metrics over HTTP, model watcher.
+
+``InferenceServer(config).start()`` runs everything on background threads and returns the bound
+port (port 0 picks a free one, as the tests do); ``serve(config)`` is the foreground entry point of
+``tellm serve`` and shuts down gracefully on SIGTERM / SIGINT: health turns NOT_SERVING, new calls
+are refused, in-flight calls get ``grace_seconds`` to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from tellm.policy.service import PolicyStore, add_policy_service
+from tellm.v1 import policy_pb2
+from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+
+from .metrics import ServiceMetrics
+from .session import LoadedModel, ModelHolder, ProviderChoice
+from .service import SERVICE_NAME, TrafficEngineeringServicer
+from .topologies import TopologyStore
+
+log = logging.getLogger("tellm.inference.server")
+
+#: Kdl at k=4 registers 2.27M paths and ~54M path-link entries (~110 MB on the wire); leave headroom.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class ServerConfig:
+    model_path: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = 9102  # None: no metrics endpoint; 0: any free port
+    workers: int = 8
+    max_parallel_runs: int = 4  # model runs at once; more requests wait (deadline-bounded)
+    provider: ProviderChoice = "auto"
+    ort_threads: int = 0  # 0: onnxruntime's default
+    watch_interval_seconds: float = 1.0  # 0: no file watching
+    grace_seconds: float = 5.0
+    max_topologies: int = 64
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    policy_state_file: str | None = None  # keeps the active policy across restarts when set
+
+
+class InferenceServer:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.metrics = ServiceMetrics()
+        self.models = ModelHolder(Path(config.model_path), provider=config.provider, threads=config.ort_threads,
+                                  on_change=self._model_changed, on_reload_failure=self._reload_failed)
+        self.topologies = TopologyStore(max_topologies=config.max_topologies)
+        self.policy_store = PolicyStore(state_file=config.policy_state_file)
+        self.health = health.HealthServicer()
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._grpc: grpc.Server | None = None
+        self._metrics_http = None
+        self._stopped = threading.Event()
+
+    def _model_changed(self, model: LoadedModel) -> None:
+        self.metrics.set_model(model)
+        self.metrics.model_reloads.labels(result="success").inc()
+        log.warning("model version %s on %s (%s)", model.version, model.provider, model.path)
+
+    def _reload_failed(self, reason: str) -> None:
+        self.metrics.model_reloads.labels(result="failure").inc()
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def start(self) -> int:
+        """Load the model and start serving; returns the gRPC port. Raises ModelError on a bad model."""
+        cfg = self.config
+        self.models.load_initial()
+        options = [("grpc.max_send_message_length", cfg.max_message_bytes),
+                   ("grpc.max_receive_message_length", cfg.max_message_bytes),
+                   ("grpc.so_reuseport", 0)]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
+                             options=options, maximum_concurrent_rpcs=None)
+        pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
+            TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
+                                       policy_store=self.policy_store), server)
+        add_policy_service(server, self.policy_store)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server)
+        host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
+        port = server.add_insecure_port(f"{host}:{cfg.port}")
+        if port == 0:
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port} (address in use?)")
+        server.start()
+        self._grpc, self.port = server, port
+        if cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            self._metrics_http, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
+            self.metrics_port = self._metrics_http.server_port
+        self.models.start_watching(cfg.watch_interval_seconds)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        model = self.models.current
+        log.warning("tellm inference serving on %s:%d (model %s on %s; metrics %s)", cfg.host, port, model.version,
+                    model.provider, f"port {self.metrics_port}" if self.metrics_port else "off")
+        return port
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish (up to the grace period), release everything."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_seconds if grace_seconds is None else grace_seconds
+        self.health.enter_graceful_shutdown()  # every service NOT_SERVING from now on
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        self.models.stop()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        log.warning("tellm inference stopped")
+
+    def wait(self) -> None:
+        if self._grpc is not None:
+            self._grpc.wait_for_termination()
+
+
+def serve(config: ServerConfig, ready=None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    server = InferenceServer(config)
+    server.start()
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        log.warning("signal %s: shutting down (grace %.1f s)", signal.Signals(signum).name, config.grace_seconds)
+        done.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if ready is not None:
+            ready(server)
+        while not done.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0

@@ -1,0 +1,333 @@
+"""The served model: an ONNX Runtime session with the tellm TE interface, swappable at run time.
+
+``ModelHolder.current`` is a plain attribute read, so a request takes one consistent model for its
+whole life while a reload builds the next session beside it and swaps the reference; the old
+session is freed when its last request finishes. A model that fails to load or lacks the
+interface never replaces a working one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+log = logging.getLogger("tellm.inference.session")
+
+REQUIRED_INPUTS = {
+    "demand_bps": "tensor(float)", "capacity_bps": "tensor(float)", "latency_seconds": "tensor(float)",
+    "link_up": "tensor(float)", "path_pair": "tensor(int64)", "inc_path": "tensor(int64)",
+    "inc_link": "tensor(int64)", "policy": "tensor(float)",
+}
+REQUIRED_OUTPUTS = ("split", "link_load_bps", "mlu")
+DEFAULT_POLICY_DIM = 4
+#: Name of the all-zeros policy vector (plain min-MLU), always accepted.
+BUILTIN_POLICY = "min-mlu"
+
+ProviderChoice = Literal["auto", "cuda", "cpu"]
+
+
+class ModelError(RuntimeError):
+    """A model file that cannot be served (missing, unreadable, wrong interface)."""
+
+
+def default_model_path() -> Path:
+    """The shipped model, resolved from the installed package."""
+    return Path(__file__).resolve().parent / "models" / "tellm-te.onnx"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    type: str
+    shape: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    session: object  # onnxruntime.InferenceSession
+    path: Path
+    sha256: str
+    version: str
+    provider: str
+    available_providers: tuple[str, ...]
+    loaded_at_unix_seconds: float
+    load_seconds: float
+    policy_dim: int
+    policies: dict[str, np.ndarray]
+    card_json: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    file_stat: tuple[int, int, int]  # (mtime_ns, size, inode) when loaded
+    load_count: int = 1
+    # Per-topology inputs already placed on the model's device, dropped with the topology.
+    _static: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+    _static_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+
+    def run(self, feeds: dict[str, np.ndarray], run_options=None) -> dict[str, np.ndarray]:
+        """Plain run with every input from host memory."""
+        out = self.session.run(list(REQUIRED_OUTPUTS), feeds, run_options)
+        return dict(zip(REQUIRED_OUTPUTS, out))
+
+    def run_bound(self, key: object, static: dict[str, np.ndarray], dynamic: dict[str, np.ndarray],
+                  run_options=None) -> dict[str, np.ndarray]:
+        """Run with the per-topology inputs (``static``, identified by ``key``) kept on the device.
+
+        On CUDA this is what makes large topologies fast: Kdl's incidence is ~0.8 GB of int64 that
+        would otherwise cross PCIe on every request; here it is copied once per (model, topology).
+        """
+        if self.device == "cuda":
+            # ORT's CUDA provider keeps per-thread state (stream, cuBLAS handle, memory) for every
+            # thread that calls Run; gRPC's handler pool would multiply it until the GPU is full.
+            return _cuda_thread().submit(self._run_bound, key, static, dynamic, run_options).result()
+        return self._run_bound(key, static, dynamic, run_options)
+
+    def _run_bound(self, key, static, dynamic, run_options=None) -> dict[str, np.ndarray]:
+        import onnxruntime as ort
+
+        values = self._static.get(key)
+        if values is None:
+            with self._static_lock:
+                values = self._static.get(key)
+                if values is None:
+                    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), self.device, 0)
+                              for name, arr in static.items()}
+                    self._static[key] = values
+        binding = self.session.io_binding()
+        for name, value in values.items():
+            binding.bind_ortvalue_input(name, value)
+        for name, arr in dynamic.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+        for name in REQUIRED_OUTPUTS:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding, run_options)
+        return dict(zip(REQUIRED_OUTPUTS, binding.copy_outputs_to_cpu()))
+
+
+# One thread runs every CUDA model run (created on first use by the executor).
+_CUDA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tellm-cuda")
+
+
+def _cuda_thread() -> ThreadPoolExecutor:
+    return _CUDA_THREAD
+
+
+def _file_stat(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _card_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def _dim(d) -> str:
+    return str(d) if d is not None else "?"
+
+
+def _create_session(data: bytes, choice: ProviderChoice, threads: int):
+    import onnxruntime as ort
+
+    available = tuple(ort.get_available_providers())
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+    want_cuda = choice in ("auto", "cuda") and "CUDAExecutionProvider" in available
+    if choice == "cuda" and not want_cuda:
+        raise ModelError("--provider cuda: onnxruntime offers no CUDAExecutionProvider (it has "
+                         f"{', '.join(available)}); "
+                         "install onnxruntime-gpu")
+    if want_cuda:
+        try:
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()  # loads CUDA/cuDNN from the pip nvidia-* packages when present
+            session = ort.InferenceSession(data, sess_options=opts,
+                                           providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            if session.get_providers()[0] == "CUDAExecutionProvider":
+                return session, available
+            if choice == "cuda":
+                raise ModelError("CUDAExecutionProvider is installed but could not start (see onnxruntime's log)")
+            log.warning("CUDAExecutionProvider is installed but did not start; falling back to CPU")
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any CUDA start failure falls back to the CPU provider
+            if choice == "cuda":
+                raise ModelError(f"CUDAExecutionProvider failed: {exc}") from exc
+            log.warning("CUDAExecutionProvider failed (%s); falling back to CPUExecutionProvider", exc)
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"]), available
+
+
+def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threads: int = 0,
+               load_count: int = 1) -> LoadedModel:
+    """Load and check a model file; raises ModelError with a one-line reason."""
+    path = Path(path).expanduser().resolve()
+    t0 = time.perf_counter()
+    try:
+        stat = _file_stat(path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        session, available = _create_session(data, provider, threads)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a bad file
+        raise ModelError(f"{path}: not a loadable ONNX model: {str(exc).splitlines()[0][:300]}") from exc
+    inputs = tuple(TensorInfo(i.name, i.type, tuple(_dim(d) for d in i.shape)) for i in session.get_inputs())
+    outputs = tuple(TensorInfo(o.name, o.type, tuple(_dim(d) for d in o.shape)) for o in session.get_outputs())
+    got = {i.name: i.type for i in inputs}
+    missing = [f"{n} ({t})" for n, t in REQUIRED_INPUTS.items() if got.get(n) != t]
+    extra = sorted(set(got) - set(REQUIRED_INPUTS))
+    missing_out = [n for n in REQUIRED_OUTPUTS if n not in {o.name for o in outputs}]
+    if missing or extra or missing_out:
+        raise ModelError(f"{path}: not the tellm TE interface (inputs missing or mistyped: {missing or 'none'}; "
+                         f"unexpected inputs: {extra or 'none'}; outputs missing: {missing_out or 'none'})")
+    policy_shape = next(i.shape for i in inputs if i.name == "policy")
+    policy_dim = int(policy_shape[0]) if len(policy_shape) == 1 and policy_shape[0].isdigit() else DEFAULT_POLICY_DIM
+
+    card_json, card = "", {}
+    card_file = _card_path(path)
+    if card_file.exists():
+        try:
+            card_json = card_file.read_text()
+            card = json.loads(card_json)
+            if not isinstance(card, dict):
+                raise ValueError("the card is not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{card_file}: unreadable model card: {exc}") from exc
+    policies = {BUILTIN_POLICY: np.zeros(policy_dim, dtype=np.float32)}
+    for name, vec in (card.get("policies") or {}).items():
+        arr = np.asarray(vec, dtype=np.float32).ravel() if isinstance(vec, (list, tuple)) else None
+        if arr is None or arr.shape != (policy_dim,) or not np.all(np.isfinite(arr)):
+            log.warning("%s: policy %r is not %d finite numbers; ignored", card_file, name, policy_dim)
+            continue
+        policies[str(name)] = arr
+    card_version = str(card.get("version", "")).strip()
+    version = f"{card_version}+{sha[:12]}" if card_version else sha[:12]
+    session_provider = session.get_providers()[0]
+    return LoadedModel(session=session, path=path, sha256=sha, version=version, provider=session_provider,
+                       available_providers=available, loaded_at_unix_seconds=time.time(),
+                       load_seconds=time.perf_counter() - t0, policy_dim=policy_dim, policies=policies,
+                       card_json=card_json, inputs=inputs, outputs=outputs, file_stat=stat, load_count=load_count)
+
+
+@dataclass(eq=False)
+class ModelHolder:
+    """The current model plus reload-on-change. Thread-safe; reloads are serialised."""
+
+    path: Path
+    provider: ProviderChoice = "auto"
+    threads: int = 0
+    on_change: Callable[[LoadedModel], None] | None = None
+    on_reload_failure: Callable[[str], None] | None = None
+    current: LoadedModel | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+    _failed_stat: tuple[int, int, int] | None = None
+    _loads: int = 0
+
+    def load_initial(self) -> LoadedModel:
+        with self._lock:
+            self._loads = 1
+            model = load_model(self.path, self.provider, self.threads, load_count=1)
+            self._install(model)
+            return model
+
+    def _install(self, model: LoadedModel) -> None:
+        self.current = model
+        self.path = model.path
+        log.info("serving model %s (version %s) on %s; loaded in %.2f s", model.path, model.version,
+                 model.provider, model.load_seconds)
+        if self.on_change:
+            self.on_change(model)
+
+    def reload(self, path: str | os.PathLike | None = None) -> tuple[LoadedModel, bool]:
+        """Load ``path`` (default: the current path) and swap it in when its content differs.
+
+        Returns (model now serving, whether it changed); raises ModelError and keeps the old model
+        when the new file cannot be served.
+        """
+        with self._lock:
+            target = Path(path).expanduser().resolve() if path else self.path
+            old = self.current
+            try:
+                model = load_model(target, self.provider, self.threads, load_count=self._loads + 1)
+            except ModelError as exc:
+                self._failed_stat = _safe_stat(target)
+                if self.on_reload_failure:
+                    self.on_reload_failure(str(exc))
+                raise
+            self._failed_stat = None
+            if old is not None and model.sha256 == old.sha256 and model.path == old.path:
+                # Same bytes (e.g. touched, or rewritten identically): keep the warm session.
+                self.current = _restamp(old, model.file_stat)
+                return self.current, False
+            self._loads += 1
+            self._install(model)
+            return model, True
+
+    # ------------------------------------------------------------ file watching
+    def start_watching(self, interval_seconds: float) -> None:
+        if interval_seconds <= 0 or self._watcher is not None:
+            return
+        self._watcher = threading.Thread(target=self._watch, args=(interval_seconds,), name="model-watcher",
+                                         daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+
+    def _watch(self, interval_seconds: float) -> None:
+        while not self._stop.wait(interval_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - the watcher must survive anything and keep serving
+                log.exception("model watcher")
+
+    def poll_once(self) -> bool:
+        """Reload when the model file's (mtime, size, inode) changed; True when a new model went in."""
+        model = self.current
+        if model is None:
+            return False
+        stat = _safe_stat(self.path)
+        if stat is None or stat == model.file_stat or stat == self._failed_stat:
+            return False  # gone (mid-replace), unchanged, or the same broken file as last time
+        try:
+            _, changed = self.reload()
+        except ModelError as exc:
+            log.error("model file changed but cannot be served; keeping version %s: %s", model.version, exc)
+            return False
+        return changed
+
+
+def _safe_stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return _file_stat(path)
+    except OSError:
+        return None
+
+
+def _restamp(model: LoadedModel, stat: tuple[int, int, int]) -> LoadedModel:
+    from dataclasses import replace
+
+    return replace(model, file_stat=stat)

@@ -1,0 +1,243 @@
+"""The active policy per topology, and the gRPC PolicyService that sets it.
+
+The store lives inside the inference server's process (the lead wires ``add_policy_service`` into
+``tellm serve``); the server calls ``active_policy_vector(topology_id)`` for every Route request that
+carries no explicit policy. The policy daemon only ever calls SetPolicy, so forwarding never depends
+on it: if it dies, the last policy stays. ``tellm policy serve`` runs the service on its own (demos,
+tests, controllers that read the policy themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import grpc
+import numpy as np
+
+from .policies import DEFAULT_POLICY, Policy, PolicyError, list_policies, make_policy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPOLOGY = ""
+
+
+@dataclass(frozen=True)
+class AppliedPolicy:
+    topology_id: str
+    policy: Policy
+    version: int = 0
+    applied_at_unix_seconds: float = 0.0
+    reason: str = ""
+    actor: str = ""
+    inherited_default: bool = False
+
+    def to_dict(self) -> dict:
+        return {"topology_id": self.topology_id, "policy": self.policy.to_dict(), "version": self.version,
+                "policy_vector": self.policy.to_vector().tolist(),
+                "applied_at_unix_seconds": self.applied_at_unix_seconds, "reason": self.reason,
+                "actor": self.actor, "inherited_default": self.inherited_default}
+
+
+@dataclass
+class _Entry:
+    current: AppliedPolicy
+    history: list[AppliedPolicy] = field(default_factory=list)
+
+
+class PolicyStore:
+    """Thread-safe map topology id -> active policy ("" = default), optionally persisted as JSON so a
+    restarted server comes back with the last policy."""
+
+    def __init__(self, state_file: str | Path | None = None,
+                 on_change: Callable[[AppliedPolicy, AppliedPolicy], None] | None = None):
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._state_file = Path(state_file) if state_file else None
+        self._on_change = on_change
+        if self._state_file and self._state_file.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self._state_file.read_text())
+            for tid, d in doc.get("policies", {}).items():
+                pol = make_policy(d["policy"]["name"], d["policy"]["params"])
+                self._entries[tid] = _Entry(AppliedPolicy(tid, pol, int(d["version"]), float(d["applied_at_unix_seconds"]),
+                                                          d.get("reason", ""), d.get("actor", "")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A damaged state file must not stop the inference server: start from the default.
+            log.error("policy state file %s unreadable (%s); starting with the default policy", self._state_file, exc)
+            self._entries.clear()
+
+    def _save(self) -> None:
+        if not self._state_file:
+            return
+        doc = {"policies": {tid: e.current.to_dict() for tid, e in self._entries.items()}}
+        tmp = self._state_file.with_name(self._state_file.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(self._state_file)
+
+    def get(self, topology_id: str = DEFAULT_TOPOLOGY) -> AppliedPolicy:
+        with self._lock:
+            return self._get_locked(topology_id)
+
+    def _get_locked(self, topology_id: str) -> AppliedPolicy:
+        e = self._entries.get(topology_id)
+        if e is not None:
+            return e.current
+        d = self._entries.get(DEFAULT_TOPOLOGY)
+        base = d.current if d is not None else AppliedPolicy(DEFAULT_TOPOLOGY, make_policy(DEFAULT_POLICY))
+        return replace(base, topology_id=topology_id, inherited_default=topology_id != DEFAULT_TOPOLOGY)
+
+    def set(self, topology_id: str, policy: Policy, reason: str = "", actor: str = "") -> tuple[AppliedPolicy, AppliedPolicy]:
+        if not isinstance(topology_id, str):
+            raise PolicyError("topology_id must be a string")
+        with self._lock:
+            previous = self._get_locked(topology_id)
+            own = self._entries.get(topology_id)
+            version = (own.current.version if own else 0) + 1
+            applied = AppliedPolicy(topology_id, policy, version, time.time(), reason, actor)
+            if own is None:
+                own = self._entries[topology_id] = _Entry(applied)
+            else:
+                own.history.append(own.current)
+                own.current = applied
+            self._save()
+        log.info("policy for %r: %s -> %s (v%d, %s: %s)", topology_id or "<default>", previous.policy.label(),
+                 policy.label(), version, actor or "?", reason)
+        if self._on_change:
+            self._on_change(applied, previous)
+        return applied, previous
+
+    def active_policy_vector(self, topology_id: str = DEFAULT_TOPOLOGY) -> np.ndarray:
+        return self.get(topology_id).policy.to_vector()
+
+
+#: The process-wide store that ``tellm serve`` uses unless it is given its own.
+DEFAULT_STORE = PolicyStore()
+
+
+def active_policy_vector(topology_id: str = DEFAULT_TOPOLOGY, store: PolicyStore | None = None) -> np.ndarray:
+    """float32 [4]: the policy vector for a Route request on ``topology_id`` that names no policy."""
+    return (store or DEFAULT_STORE).active_policy_vector(topology_id)
+
+
+# --------------------------------------------------------------------------- gRPC glue
+def _pb():
+    from tellm.v1 import policy_pb2, policy_pb2_grpc
+
+    return policy_pb2, policy_pb2_grpc
+
+
+def applied_to_pb(a: AppliedPolicy):
+    pb, _ = _pb()
+    return pb.AppliedPolicy(topology_id=a.topology_id, policy_name=a.policy.name, params=dict(a.policy.params),
+                            policy_vector=a.policy.to_vector().tolist(), version=a.version,
+                            applied_at_unix_seconds=a.applied_at_unix_seconds, reason=a.reason, actor=a.actor,
+                            inherited_default=a.inherited_default)
+
+
+def applied_from_pb(m) -> AppliedPolicy:
+    return AppliedPolicy(m.topology_id, make_policy(m.policy_name, dict(m.params)), int(m.version),
+                         float(m.applied_at_unix_seconds), m.reason, m.actor, bool(m.inherited_default))
+
+
+def make_servicer(store: PolicyStore):
+    pb, pb_grpc = _pb()
+
+    class PolicyServicer(pb_grpc.PolicyServiceServicer):
+        def SetPolicy(self, request, context):
+            try:
+                policy = make_policy(request.policy_name, dict(request.params))
+            except PolicyError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            applied, previous = store.set(request.topology_id, policy, request.reason, request.actor)
+            return pb.SetPolicyResponse(policy=applied_to_pb(applied), previous=applied_to_pb(previous))
+
+        def GetPolicy(self, request, context):
+            return pb.GetPolicyResponse(policy=applied_to_pb(store.get(request.topology_id)))
+
+        def ListPolicies(self, request, context):
+            return pb.ListPoliciesResponse(policies=[
+                pb.PolicyDescription(name=d["name"], description=d["description"], params=[
+                    pb.ParamBounds(name=p["name"], min=p["min"], max=p["max"], default=p["default"],
+                                   description=p["description"]) for p in d["params"]])
+                for d in list_policies()])
+
+    return PolicyServicer()
+
+
+def add_policy_service(server: grpc.Server, store: PolicyStore | None = None) -> PolicyStore:
+    """Register PolicyService on ``server`` (e.g. the inference server) and return its store."""
+    _, pb_grpc = _pb()
+    store = store or DEFAULT_STORE
+    pb_grpc.add_PolicyServiceServicer_to_server(make_servicer(store), server)
+    return store
+
+
+def serve(address: str = "127.0.0.1:50052", store: PolicyStore | None = None, max_workers: int = 4):
+    """Start a standalone PolicyService server; returns (server, bound port, store)."""
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    store = add_policy_service(server, store or PolicyStore())
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind the policy service to {address}")
+    server.start()
+    return server, port, store
+
+
+class PolicyServiceError(RuntimeError):
+    """PolicyService unreachable or refused the call (``code`` is the gRPC status code)."""
+
+    def __init__(self, code, message: str):
+        super().__init__(f"policy service: {code.name}: {message}")
+        self.code = code
+
+
+def _rpc(fn, *args, **kw):
+    try:
+        return fn(*args, **kw)
+    except grpc.RpcError as exc:
+        raise PolicyServiceError(exc.code(), exc.details() or exc.code().name) from None
+
+
+class PolicyClient:
+    """Client of PolicyService (the daemon, the MCP server and scripts use it); errors are PolicyServiceError."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", timeout_seconds: float = 2.0):
+        _, pb_grpc = _pb()
+        self.address = address
+        self.timeout_seconds = timeout_seconds
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.PolicyServiceStub(self._channel)
+
+    def set_policy(self, policy: Policy, topology_id: str = DEFAULT_TOPOLOGY, reason: str = "",
+                   actor: str = "") -> tuple[AppliedPolicy, AppliedPolicy]:
+        pb, _ = _pb()
+        r = _rpc(self._stub.SetPolicy, pb.SetPolicyRequest(topology_id=topology_id, policy_name=policy.name,
+                                                     params=dict(policy.params), reason=reason, actor=actor),
+                                 timeout=self.timeout_seconds)
+        return applied_from_pb(r.policy), applied_from_pb(r.previous)
+
+    def get_policy(self, topology_id: str = DEFAULT_TOPOLOGY) -> AppliedPolicy:
+        pb, _ = _pb()
+        return applied_from_pb(_rpc(self._stub.GetPolicy, pb.GetPolicyRequest(topology_id=topology_id),
+                                    timeout=self.timeout_seconds).policy)
+
+    def list_policies(self) -> list[dict]:
+        pb, _ = _pb()
+        r = _rpc(self._stub.ListPolicies, pb.ListPoliciesRequest(), timeout=self.timeout_seconds)
+        return [{"name": d.name, "description": d.description,
+                 "params": [{"name": p.name, "min": p.min, "max": p.max, "default": p.default,
+                             "description": p.description} for p in d.params]} for d in r.policies]
+
+    def close(self) -> None:
+        self._channel.close()

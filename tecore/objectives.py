@@ -1,0 +1,192 @@
+"""Per-policy TE objectives over candidate paths, and their LP optimum with HiGHS.
+
+The policy vector (see tellm.policy.policies) has two knobs; this module solves and evaluates
+the objective they define, exactly:
+
+    minimise   U / (1 - h)  +  lambda * S(x)
+    subject to sum_{p in P(i)} x_p = 1                          for each pair i with demand > 0
+               sum_p d_{i(p)} A[p, l] x_p / c_l  <=  U          for each link l
+               x >= 0
+
+- h (``headroom_fraction``, [0, 0.5]): utilisation is measured against capacity * (1 - h).
+  ``effective_utilisation`` = U / (1 - h) and ``fits`` says whether it is <= 1, i.e. whether the
+  traffic fits while keeping h of every link free. Because h is the same on every link, it scales
+  every link's constraint equally: on its own it does not change the optimal split (the min-MLU
+  split is also the optimal headroom split). What changes is the verdict and, with lambda > 0, the
+  price of load against latency.
+- lambda (``latency_weight``, [0, 1]): S(x) is the latency stretch, the demand-weighted mean path
+  latency divided by the demand-weighted mean of each pair's lowest candidate-path latency. S >= 1,
+  dimensionless, so lambda = 0.1 trades 0.1 of utilisation for a 100 % longer mean latency.
+
+lambda = 0 and h = 0 is the plain min-MLU problem of tecore.lp (same optimum). Demands and
+capacities are normalised as in tecore.lp; the objective is recomputed from the returned split and
+checked against the solver's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from .evaluate import link_loads
+from .lp import LPError, new_highs
+from .paths import PathSet
+from .topology import Topology
+
+MAX_HEADROOM_FRACTION = 0.5
+MAX_LATENCY_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class ObjectiveValue:
+    mlu: float  # max load / capacity (no headroom)
+    effective_utilisation: float  # mlu / (1 - h)
+    fits: bool  # effective_utilisation <= 1
+    mean_latency_seconds: float  # demand-weighted mean path latency
+    latency_stretch: float  # mean latency / demand-weighted mean lowest candidate latency (>= 1); nan if undefined
+    objective: float  # effective_utilisation + lambda * latency_stretch
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class PolicyLPResult:
+    split: np.ndarray  # float64 [Np]
+    link_loads_bps: np.ndarray  # float64 [L]
+    value: ObjectiveValue
+    solver_objective: float
+    solve_seconds: float
+    build_seconds: float
+    status: str
+
+
+def _check_knobs(latency_weight: float, headroom_fraction: float) -> None:
+    if not np.isfinite(latency_weight) or not 0.0 <= latency_weight <= MAX_LATENCY_WEIGHT:
+        raise ValueError(f"latency_weight {latency_weight!r} outside [0, {MAX_LATENCY_WEIGHT}]")
+    if not np.isfinite(headroom_fraction) or not 0.0 <= headroom_fraction <= MAX_HEADROOM_FRACTION:
+        raise ValueError(f"headroom_fraction {headroom_fraction!r} outside [0, {MAX_HEADROOM_FRACTION}]")
+
+
+def _latency_terms(topo: Topology, paths: PathSet, demand: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-path latency [Np] and the stretch denominator (demand-weighted mean lowest latency)."""
+    path_lat = paths.path_cost(topo.latency_seconds)
+    total = float(demand.sum())
+    if total <= 0:
+        return path_lat, float("nan")
+    best = np.minimum.reduceat(path_lat, paths.pair_ptr[:-1])
+    return path_lat, float(demand @ best) / total
+
+
+def evaluate_objective(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, split: np.ndarray,
+                       latency_weight: float = 0.0, headroom_fraction: float = 0.0) -> ObjectiveValue:
+    """The policy objective of any split (a model's, ECMP's, an LP's)."""
+    _check_knobs(latency_weight, headroom_fraction)
+    demand = np.asarray(pair_demand_bps, dtype=np.float64)
+    split = np.asarray(split, dtype=np.float64)
+    loads = link_loads(paths, split, demand)
+    util = float(np.max(loads / topo.capacity_bps, initial=0.0))
+    eff = util / (1.0 - headroom_fraction)
+    path_lat, base = _latency_terms(topo, paths, demand)
+    total = float(demand.sum())
+    mean_lat = float((split * demand[paths.path_pair]) @ path_lat) / total if total > 0 else 0.0
+    stretch = mean_lat / base if total > 0 and base > 0 else float("nan")
+    if latency_weight > 0 and not np.isfinite(stretch):
+        if total > 0:
+            raise ValueError("latency_aware needs positive link latencies (every lowest-latency path is 0 s)")
+        stretch = 1.0
+    objective = eff + (latency_weight * stretch if latency_weight > 0 else 0.0)
+    return ObjectiveValue(util, eff, bool(eff <= 1.0 + 1e-9), mean_lat, stretch, objective)
+
+
+def solve_policy_lp(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, latency_weight: float = 0.0,
+                    headroom_fraction: float = 0.0, solver: str = "choose",
+                    time_limit_seconds: float | None = None, rel_check_tol: float = 1e-5) -> PolicyLPResult:
+    """Optimal split for the policy objective (module docstring) over ``paths``."""
+    t0 = time.perf_counter()
+    _check_knobs(latency_weight, headroom_fraction)
+    demand = np.asarray(pair_demand_bps, dtype=np.float64)
+    if demand.shape != (paths.num_pairs,):
+        raise ValueError(f"pair demand has shape {demand.shape}, expected ({paths.num_pairs},)")
+    if not np.all(np.isfinite(demand)) or np.any(demand < 0):
+        raise ValueError("pair demands must be finite and >= 0")
+    split = np.zeros(paths.num_paths)
+    split[paths.pair_ptr[:-1]] = 1.0  # pairs without demand: their first (shortest) path
+    dmax = float(demand.max(initial=0.0))
+    if dmax == 0.0:
+        value = evaluate_objective(topo, paths, demand, split, latency_weight, headroom_fraction)
+        return PolicyLPResult(split, np.zeros(topo.num_links), value, value.objective, 0.0,
+                              time.perf_counter() - t0, "no demand")
+    path_lat, lat_base = _latency_terms(topo, paths, demand)
+    if latency_weight > 0 and not lat_base > 0:
+        raise ValueError("latency_aware needs positive link latencies (every lowest-latency path is 0 s)")
+    cmax = float(topo.capacity_bps.max())
+    scale = dmax / cmax  # true utilisation = scale * U_n
+    active = np.flatnonzero(demand > 0)
+    counts = paths.paths_per_pair[active]
+    starts = paths.pair_ptr[active]
+    cols = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    n_x = cols.size
+    col_row = np.repeat(np.arange(active.size), counts)
+    d_path = demand[paths.path_pair[cols]]
+    inc = paths.incidence[cols]
+    used = np.flatnonzero(np.asarray(inc.sum(axis=0)).ravel() > 0)
+    # Reduced capacity: U_n is then the effective utilisation (against capacity*(1-h)) / scale.
+    c_norm = topo.capacity_bps[used] * (1.0 - headroom_fraction) / cmax
+    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used].T @ sp.diags(d_path / dmax)).tocsr()
+    pair_block = sp.csr_matrix((np.ones(n_x), (col_row, np.arange(n_x))), shape=(active.size, n_x))
+    n_rows = active.size + used.size
+    u_col = sp.csr_matrix((-np.ones(used.size), (np.arange(active.size, n_rows), np.zeros(used.size, dtype=np.int64))),
+                          shape=(n_rows, 1))
+    A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
+    # Objective divided by `scale` so that U_n keeps cost 1 (as in tecore.lp).
+    total = float(demand.sum())
+    path_cost = (latency_weight / scale) * d_path * path_lat[cols] / (total * lat_base) if latency_weight > 0 \
+        else np.zeros(n_x)
+
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_x + 1
+    lp.num_row_ = n_rows
+    lp.col_cost_ = np.concatenate([path_cost, [1.0]])
+    lp.col_lower_ = np.zeros(n_x + 1)
+    lp.col_upper_ = np.concatenate([np.ones(n_x), [highspy.kHighsInf]])
+    lp.row_lower_ = np.concatenate([np.ones(active.size), np.full(used.size, -highspy.kHighsInf)])
+    lp.row_upper_ = np.concatenate([np.ones(active.size), np.zeros(used.size)])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = A.indices.astype(np.int32)
+    lp.a_matrix_.value_ = A.data
+    h = new_highs()
+    h.setOptionValue("solver", solver)
+    if time_limit_seconds:
+        h.setOptionValue("time_limit", float(time_limit_seconds))
+    h.passModel(lp)
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    h.run()
+    solve = time.perf_counter() - t1
+    status = h.modelStatusToString(h.getModelStatus())
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise LPError(f"HiGHS stopped with status {status!r} after {solve:.1f} s")
+    x = np.asarray(h.getSolution().col_value)
+    solver_obj = float(h.getInfo().objective_function_value) * scale
+    xs = np.clip(x[:-1], 0.0, None)
+    sums = np.bincount(col_row, weights=xs, minlength=active.size)
+    xs /= sums[col_row]
+    split[cols] = xs
+    value = evaluate_objective(topo, paths, demand, split, latency_weight, headroom_fraction)
+    if abs(value.objective - solver_obj) > rel_check_tol * max(abs(value.objective), abs(solver_obj)) + 1e-9:
+        raise LPError(f"policy LP check failed: solver objective {solver_obj:.9g}, recomputed {value.objective:.9g}")
+    return PolicyLPResult(split, link_loads(paths, split, demand), value, solver_obj, solve, build, status)
+
+
+def solve_policy_vector(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, policy_vector: np.ndarray,
+                        **kw) -> PolicyLPResult:
+    """Same, from the TE head's policy vector (policy[0] = lambda, policy[1] = h)."""
+    v = np.asarray(policy_vector, dtype=np.float64).reshape(-1)
+    return solve_policy_lp(topo, paths, pair_demand_bps, latency_weight=float(v[0]),
+                           headroom_fraction=float(v[1]), **kw)

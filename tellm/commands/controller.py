@@ -1,0 +1,124 @@
+"""``tellm controller``: the os-ken OpenFlow 1.5 TE controller (see controller/ for the design)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from tellm.errors import CLIError
+
+from .common import add_path_args, add_topology_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "controller", help="run the SDN controller (os-ken, OpenFlow 1.5, dp_hash select groups)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run the tellm controller. Switches (OpenFlow 1.5 bridges, e.g. Mininet OVSSwitch with "
+                    "protocols=OpenFlow15) connect to --of-port. Every --poll-interval the controller reads "
+                    "port and ingress-rule counters, estimates the traffic matrix, asks the router for split "
+                    "ratios over the candidate paths and installs them as weighted dp_hash select groups "
+                    "that push a per-path MPLS label (make-before-break). Metrics on --metrics-port "
+                    "(Prometheus), state as JSON on --api-port (GET /state). Stop with Ctrl-C or SIGTERM.")
+    add_topology_args(p)
+    add_path_args(p)
+    g = p.add_argument_group("controller")
+    g.add_argument("--router", choices=["model", "lp", "ecmp"], default="model",
+                   help="model: the inference service (falls back to the last good routing, then LP for <= 60 "
+                        "nodes else shortest paths); lp: min-MLU LP in-process; ecmp: shortest-path baseline")
+    g.add_argument("--inference", default="127.0.0.1:50051", metavar="HOST:PORT",
+                   help="address of the inference service (tellm serve)")
+    g.add_argument("--inference-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="deadline of one inference request")
+    g.add_argument("--of-port", type=int, default=6653, help="OpenFlow listening port")
+    g.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listening address")
+    g.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="counter polling and control interval")
+    g.add_argument("--metrics-port", type=int, default=9101, help="Prometheus /metrics port (0 = off)")
+    g.add_argument("--api-port", type=int, default=9100, help="JSON API port, GET /state (0 = off)")
+    g.add_argument("--http-host", default="127.0.0.1", help="address of the metrics and API servers")
+    g.add_argument("--ewma-alpha", type=float, default=1.0,
+                   help="weight of the newest TM measurement in the EWMA (1 = no smoothing)")
+    g.add_argument("--history", type=int, default=60, help="TM snapshots kept in the history window")
+    g.add_argument("--reroute-threshold", type=float, default=0.0, metavar="FRACTION",
+                   help="reroute only when the TM changed by more than this (relative L1); 0 = every interval")
+    g.add_argument("--total-weight", type=int, default=256,
+                   help="bucket weights of a pair sum to this (per-bucket error < 1/W; OVS dp_hash needs <= 256)")
+    g.add_argument("--weight-deadband", type=int, default=0, metavar="UNITS",
+                   help="keep a pair's installed weights unless a bucket would move by more than UNITS/W "
+                        "(fewer group rewrites from routing noise; adds at most UNITS/W error); 0 = off")
+    p.set_defaults(func=run)
+
+
+def _dpids(topo, spec: str) -> dict[str, int]:
+    """``dpids:`` from a YAML topology, else the addressing contract's default (i-th node = dpid i)."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        import yaml
+
+        doc = yaml.safe_load(path.read_text()) or {}
+        d = doc.get("dpids")
+        if d is not None:
+            if not isinstance(d, dict):
+                raise CLIError(f"{spec}: 'dpids' must map node names to datapath ids")
+            try:
+                return {str(k): int(v) for k, v in d.items()}
+            except (TypeError, ValueError):
+                raise CLIError(f"{spec}: datapath ids must be integers") from None
+    return {n: i + 1 for i, n in enumerate(topo.nodes)}
+
+
+def run(args) -> int:
+    from tellm.commands.common import load_topology_from_args, paths_from_args
+
+    if not args.poll_interval > 0 or not math.isfinite(args.poll_interval):
+        raise CLIError("--poll-interval must be a positive number of seconds")
+    if not 0 < args.ewma_alpha <= 1:
+        raise CLIError("--ewma-alpha must be in (0, 1]")
+    if not 1 <= args.total_weight <= 256:
+        raise CLIError("--total-weight must be between 1 and 256 (Open vSwitch dp_hash limit)")
+    if not 0 <= args.weight_deadband < args.total_weight:
+        raise CLIError("--weight-deadband must be >= 0 and below --total-weight")
+    for name in ("of_port", "metrics_port", "api_port"):
+        v = getattr(args, name)
+        if not 0 <= v <= 65535 or (name == "of_port" and v == 0):
+            raise CLIError(f"--{name.replace('_', '-')} must be a TCP port")
+    topo = load_topology_from_args(args)
+    paths = paths_from_args(args, topo)
+
+    from tellm.controller.core import ControllerConfig, ControllerCore
+    from tellm.controller.metrics import Metrics
+    from tellm.controller.routers import make_router
+    from tellm.controller.runner import ServeOptions
+    from tellm.controller.runner import run as serve
+
+    logging.getLogger("tellm.controller").setLevel(min(logging.getLogger().level, logging.WARNING))
+    metrics = Metrics()
+    router = make_router(args.router, topo.num_nodes, inference_address=args.inference,
+                         inference_timeout_seconds=args.inference_timeout,
+                         on_request=metrics.inference_duration.observe,
+                         on_fallback=lambda reason: metrics.fallbacks.labels(reason=reason).inc())
+    metrics.set_router(args.router)
+    try:
+        core = ControllerCore(topo, paths, _dpids(topo, args.topology), router, metrics,
+                              ControllerConfig(poll_interval_seconds=args.poll_interval,
+                                               reroute_threshold=args.reroute_threshold, ewma_alpha=args.ewma_alpha,
+                                               history=args.history, total_weight=args.total_weight,
+                                               weight_deadband=args.weight_deadband))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        code = serve(core, ServeOptions(of_port=args.of_port, of_host=args.of_host,
+                                        metrics_port=args.metrics_port or None, api_port=args.api_port or None,
+                                        http_host=args.http_host))
+    except OSError as exc:  # a port in use
+        raise CLIError(f"cannot listen: {exc}") from None
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os-ken's OpenFlow listener runs on a non-daemon thread that cannot be stopped: leave now.
+    os._exit(code)

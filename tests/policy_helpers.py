@@ -1,0 +1,74 @@
+"""Shared helpers of the policy tests: tiny hand-solvable topologies and the generated policy stubs.
+
+The inference branch's build hook generates tellm/v1/*_pb2*.py from every proto at install time;
+until that is merged, ``ensure_policy_stubs()`` generates policy.proto's stubs with grpcio-tools
+(git-ignored output, never committed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tecore import PathSet, Topology
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensure_policy_stubs() -> None:
+    out = ROOT / "tellm" / "v1"
+    proto = ROOT / "proto" / "tellm" / "v1" / "policy.proto"
+    stub = out / "policy_pb2.py"
+    if stub.exists() and stub.stat().st_mtime >= proto.stat().st_mtime and (out / "policy_pb2_grpc.py").exists():
+        return
+    from grpc_tools import protoc
+
+    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={ROOT}",
+                      f"--grpc_python_out={ROOT}", str(proto.relative_to(ROOT / "proto"))])
+    if rc != 0:
+        raise RuntimeError("grpc_tools.protoc failed on policy.proto")
+
+
+def triangle(capacity_bps: float = 10.0, latency_seconds: float = 1e-3) -> tuple[Topology, PathSet]:
+    """A, B, C fully meshed (both directions); one pair A->B with paths A-B (1 hop) and A-C-B (2 hops)."""
+    edges = [(0, 1), (1, 0), (0, 2), (2, 0), (2, 1), (1, 2)]
+    topo = Topology(name="triangle", nodes=("A", "B", "C"), src=np.array([e[0] for e in edges]),
+                    dst=np.array([e[1] for e in edges]), capacity_bps=np.full(6, capacity_bps),
+                    weight=np.ones(6), latency_seconds=np.full(6, latency_seconds))
+    paths = PathSet.from_node_paths(topo, {(0, 1): [[0, 1], [0, 2, 1]]})
+    return topo, paths
+
+
+def state_doc(topo: Topology, tm: np.ndarray, mlu: float, t: float, router: str = "model") -> dict:
+    """A controller GET /state document (the fields the policy daemon reads)."""
+    links = [{"id": i, "name": f"{topo.nodes[topo.src[i]]}->{topo.nodes[topo.dst[i]]}",
+              "src": topo.nodes[topo.src[i]], "dst": topo.nodes[topo.dst[i]],
+              "capacity_bps": float(topo.capacity_bps[i]), "latency_seconds": float(topo.latency_seconds[i]),
+              "port": i + 2, "up": True} for i in range(topo.num_links)]
+    return {"topology": {"name": topo.name, "nodes": list(topo.nodes), "links": links},
+            "traffic_matrix_bps": np.asarray(tm, dtype=float).tolist(), "mlu": mlu, "predicted_mlu": mlu,
+            "link_utilization": {l["name"]: mlu * (0.5 + 0.5 * (i % 2)) for i, l in enumerate(links)},
+            "router": router, "time": t}
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def recorded_states() -> list[dict]:
+    import json
+
+    return json.loads((FIXTURES / "controller_states.json").read_text())
+
+
+class FakeClock:
+    """Monotonic clock the test moves by hand (rate limits and rollback windows without sleeping)."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

@@ -1,0 +1,138 @@
+"""The shipped TE head: ORT CPU == PyTorch, valid splits, failures respected, scale invariance, quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology, solve_min_mlu
+from tellm.inference.features import onnx_inputs
+from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner, sha256_file
+
+MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"
+
+
+@pytest.fixture(scope="module")
+def head():
+    return TEHeadRunner(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def geant(data_dir):
+    topo = load_topology("sndlib:geant")
+    return topo, compute_paths(topo, k=4)
+
+
+def test_card_matches_the_shipped_file():
+    card = json.loads((MODELS / "tellm-te.json").read_text())
+    assert card["sha256"] == sha256_file(MODELS / "tellm-te.onnx")
+    assert card["opset"] >= 18
+    assert card["model_config"]["rounds"] >= 1
+    assert (MODELS / "tellm-te.onnx").stat().st_size < 5_000_000
+    held = {n.lower() for n in card["training"]["held_out_topologies"]}
+    assert held >= {"sndlib:geant", "zoo:geant2012", "zoo:gtsce", "zoo:cogentco", "zoo:uscarrier", "zoo:kdl"}
+    assert not held & {n.lower() for n in card["training"]["train_topologies"]}
+
+
+def test_ort_cpu_equals_pytorch_on_a_real_topology(geant):
+    torch = pytest.importorskip("torch")
+    from tellm.inference.export import load_checkpoint, max_abs_diff_vs_torch
+
+    model, _ = load_checkpoint(MODELS / "tellm-te.pt")
+    card = json.loads((MODELS / "tellm-te.json").read_text())
+    model.cfg.rounds = card["model_config"]["rounds"]  # the rounds baked into the ONNX graph
+    topo, paths = geant
+    for fam in ("gravity", "bimodal"):
+        x = onnx_inputs(topo, paths, generate(topo, fam, 1, seed=11)[0])
+        assert max_abs_diff_vs_torch(model, DEFAULT_MODEL, x) <= 1e-4
+    assert torch.get_num_threads() >= 1
+
+
+def test_split_valid_loads_consistent_and_better_than_ecmp(head, geant):
+    topo, paths = geant
+    for i, tm in enumerate(generate(topo, "gravity", 3, seed=21)):
+        d = tm.pair_demands(paths.pairs)
+        out = head.route(onnx_inputs(topo, paths, d))
+        split = out.split.astype(np.float64)
+        check_split(paths, split, atol=1e-5)
+        loads = paths.incidence.T @ (split * d[paths.path_pair])
+        np.testing.assert_allclose(out.link_load_bps, loads, rtol=1e-4, atol=1e-6 * topo.capacity_bps.max())
+        assert out.mlu == pytest.approx(np.max(loads / topo.capacity_bps), rel=1e-4)
+        lp = solve_min_mlu(topo, paths, d).mlu
+        assert lp <= out.mlu * (1 + 1e-6)
+        assert out.mlu < ecmp_mlu(topo, tm)
+        assert out.mlu / lp < 1.10  # measured ~1.01 (benchmarks/README.md); a broken model lands far above
+
+
+def test_scale_invariance(head, geant):
+    topo, paths = geant
+    d = generate(topo, "bimodal", 1, seed=5)[0].pair_demands(paths.pairs)
+    a = head.route(onnx_inputs(topo, paths, d))
+    b = head.route(onnx_inputs(topo, paths, d * 1000.0))
+    np.testing.assert_allclose(a.split, b.split, atol=1e-4)
+    assert b.mlu == pytest.approx(1000.0 * a.mlu, rel=1e-4)
+
+
+def test_down_links_get_no_traffic_when_pairs_have_alternatives(head, geant):
+    topo, paths = geant
+    d = generate(topo, "gravity", 1, seed=9)[0].pair_demands(paths.pairs)
+    busiest = int(np.argmax(head.route(onnx_inputs(topo, paths, d)).link_load_bps / topo.capacity_bps))
+    up = np.ones(topo.num_links, dtype=np.float32)
+    up[busiest] = 0
+    out = head.route(onnx_inputs(topo, paths, d, link_up=up))
+    check_split(paths, out.split.astype(np.float64), atol=1e-5)
+    uses = np.asarray(paths.incidence[:, busiest].todense()).ravel() > 0
+    has_alt = np.add.reduceat((~uses).astype(int), paths.pair_ptr[:-1]) > 0
+    affected = uses & has_alt[paths.path_pair]
+    assert affected.any()
+    assert np.all(out.split[affected] < 1e-6)
+    # MLU is over links that are up: it equals the max over the up links of the returned loads.
+    util = out.link_load_bps / topo.capacity_bps
+    assert out.mlu == pytest.approx(np.max(util[up > 0]), rel=1e-5)
+
+
+def test_latency_policy_moves_traffic_to_low_latency_paths(head, geant):
+    topo, paths = geant
+    d = generate(topo, "gravity", 1, seed=2)[0].pair_demands(paths.pairs)
+    plain = head.route(onnx_inputs(topo, paths, d))
+    lat = head.route(onnx_inputs(topo, paths, d, policy=[1, 0, 0, 0]))
+    path_lat = paths.path_cost(topo.latency_seconds)
+    w = d[paths.path_pair]
+    assert np.sum(lat.split * w * path_lat) < np.sum(plain.split * w * path_lat)
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="no such model file"):
+        TEHeadRunner(tmp_path / "none.onnx")
+
+
+def test_eval_router_model_adds_its_columns(data_dir, tmp_path):
+    from tellm.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "-t", "Abilene", "--count", "2", "--router", "ecmp,lp,model", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    for row in doc["rows"]:
+        assert row["mlu_model"] >= row["mlu_lp"] * (1 - 1e-6)
+        assert row["model_seconds"] > 0
+    assert doc["summary"]["model_over_lp_geomean"] < doc["summary"]["ecmp_over_lp_geomean"]
+
+
+def test_edge_cases_stay_finite_and_valid(head, data_dir):
+    topo = load_topology("Abilene")
+    paths = compute_paths(topo, k=4)
+    cases = [np.zeros(paths.num_pairs), np.eye(1, paths.num_pairs, 5).ravel() * 1e9,
+             np.full(paths.num_pairs, 1e-3), np.full(paths.num_pairs, 1e15)]
+    for d in cases:
+        out = head.route(onnx_inputs(topo, paths, d))
+        check_split(paths, out.split.astype(np.float64), atol=1e-5)
+        assert np.isfinite(out.mlu)
+    # A node cut off entirely: its pairs have no usable path; splits stay valid, MLU is over up links.
+    up = np.ones(topo.num_links)
+    up[(topo.src == 0) | (topo.dst == 0)] = 0
+    out = head.route(onnx_inputs(topo, paths, generate(topo, "gravity", 1, seed=0)[0], link_up=up))
+    check_split(paths, out.split.astype(np.float64), atol=1e-5)
+    assert np.isfinite(out.mlu) and out.mlu > 0

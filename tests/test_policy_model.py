@@ -1,0 +1,39 @@
+"""The shipped TE head takes every policy's vector (the policy contract), and the per-policy
+evaluation scores its split. Skipped with a reason when the model file is not on this branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tecore import compute_paths
+from tecore.objectives import evaluate_objective, solve_policy_lp
+from tellm.policy.policies import POLICIES, make_policy
+from tellm.policy.state import parse_controller_state
+from tellm.policy.tools import topology_from_state
+
+from .policy_helpers import ROOT, recorded_states
+
+MODEL = ROOT / "inference" / "models" / "tellm-te.onnx"
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inference/models/tellm-te.onnx on this branch")
+
+
+def test_model_accepts_every_policy_vector():
+    ort = pytest.importorskip("onnxruntime")
+    features = pytest.importorskip("tellm.inference.features")
+    st = parse_controller_state(recorded_states()[-1])
+    topo = topology_from_state(st.topology)
+    paths = compute_paths(topo, k=4)
+    demand = st.traffic_matrix_bps[paths.pairs[:, 0], paths.pairs[:, 1]]
+    sess = ort.InferenceSession(str(Path(MODEL)), providers=["CPUExecutionProvider"])
+    for name in POLICIES:
+        pol = make_policy(name)
+        lam, h = pol.latency_weight, pol.headroom_fraction
+        feeds = features.onnx_inputs(topo, paths, demand, policy=pol.to_vector())
+        split = sess.run(["split"], feeds)[0].astype(np.float64)
+        assert np.all(split >= 0) and np.allclose(np.add.reduceat(split, paths.pair_ptr[:-1]), 1, atol=1e-4)
+        v = evaluate_objective(topo, paths, demand, split, lam, h)
+        lp = solve_policy_lp(topo, paths, demand, latency_weight=lam, headroom_fraction=h)
+        assert v.objective >= lp.value.objective * (1 - 1e-6)  # the LP is a true lower bound
