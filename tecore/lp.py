@@ -55,6 +55,46 @@ def new_highs() -> highspy.Highs:
 class LPError(RuntimeError):
     """HiGHS did not reach an optimum, or its answer failed the independent check."""
 
+def highs_model(cost: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray, row_lower: np.ndarray,
+                row_upper: np.ndarray, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                solver: str = "choose", time_limit_seconds: float | None = None,
+                threads: int | None = None) -> highspy.Highs:
+    """A silent HiGHS instance holding the LP  min cost.x  s.t.  row_lower <= A x <= row_upper,
+    col_lower <= x <= col_upper, with A given column-wise (CSC arrays). Every tecore LP goes
+    through here, so solver options are set in one place."""
+    lp = highspy.HighsLp()
+    lp.num_col_ = int(cost.shape[0])
+    lp.num_row_ = int(row_lower.shape[0])
+    lp.col_cost_ = cost
+    lp.col_lower_ = col_lower
+    lp.col_upper_ = col_upper
+    lp.row_lower_ = row_lower
+    lp.row_upper_ = row_upper
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.asarray(indptr).astype(np.int32)
+    lp.a_matrix_.index_ = np.asarray(indices).astype(np.int32)
+    lp.a_matrix_.value_ = values
+    h = new_highs()
+    h.setOptionValue("solver", solver)
+    if threads:
+        h.setOptionValue("threads", int(threads))
+    if time_limit_seconds:
+        h.setOptionValue("time_limit", float(time_limit_seconds))
+    h.passModel(lp)
+    return h
+
+
+def run_to_optimum(h: highspy.Highs) -> float:
+    """Run HiGHS; return the solve time in seconds, or raise LPError unless it reached an optimum."""
+    t1 = time.perf_counter()
+    h.run()
+    seconds = time.perf_counter() - t1
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        status = h.modelStatusToString(h.getModelStatus())
+        raise LPError(f"HiGHS stopped with status {status!r} after {seconds:.1f} s")
+    return seconds
+
+
 
 @dataclass(frozen=True)
 class LPResult:
@@ -106,32 +146,15 @@ def solve_min_mlu(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, s
                           shape=(n_rows, 1))
     A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
 
-    lp = highspy.HighsLp()
-    lp.num_col_ = n_x + 1
-    lp.num_row_ = n_rows
-    lp.col_cost_ = np.concatenate([np.zeros(n_x), [1.0]])
-    lp.col_lower_ = np.zeros(n_x + 1)
-    lp.col_upper_ = np.concatenate([np.ones(n_x), [highspy.kHighsInf]])
-    lp.row_lower_ = np.concatenate([np.ones(active_pairs.size), np.full(used_links.size, -highspy.kHighsInf)])
-    lp.row_upper_ = np.concatenate([np.ones(active_pairs.size), np.zeros(used_links.size)])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = A.indices.astype(np.int32)
-    lp.a_matrix_.value_ = A.data
-    h = new_highs()
-    h.setOptionValue("solver", solver)
-    if threads:
-        h.setOptionValue("threads", int(threads))
-    if time_limit_seconds:
-        h.setOptionValue("time_limit", float(time_limit_seconds))
-    h.passModel(lp)
+    h = highs_model(np.concatenate([np.zeros(n_x), [1.0]]), np.zeros(n_x + 1),
+                    np.concatenate([np.ones(n_x), [highspy.kHighsInf]]),
+                    np.concatenate([np.ones(active_pairs.size), np.full(used_links.size, -highspy.kHighsInf)]),
+                    np.concatenate([np.ones(active_pairs.size), np.zeros(used_links.size)]),
+                    A.indptr, A.indices, A.data, solver=solver, time_limit_seconds=time_limit_seconds,
+                    threads=threads)
     build = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    h.run()
-    solve = time.perf_counter() - t1
+    solve = run_to_optimum(h)
     status = h.modelStatusToString(h.getModelStatus())
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        raise LPError(f"HiGHS stopped with status {status!r} after {solve:.1f} s")
     x = np.asarray(h.getSolution().col_value)
     u_solver = float(x[-1]) * dmax / cmax
     xs = np.clip(x[:-1], 0.0, None)

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .evaluate import link_loads
-from .lp import LPError, new_highs
+from .lp import LPError, highs_model, run_to_optimum
 from .paths import PathSet
 from .topology import Topology
 
@@ -148,30 +148,14 @@ def solve_policy_lp(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray,
     path_cost = (latency_weight / scale) * d_path * path_lat[cols] / (total * lat_base) if latency_weight > 0 \
         else np.zeros(n_x)
 
-    lp = highspy.HighsLp()
-    lp.num_col_ = n_x + 1
-    lp.num_row_ = n_rows
-    lp.col_cost_ = np.concatenate([path_cost, [1.0]])
-    lp.col_lower_ = np.zeros(n_x + 1)
-    lp.col_upper_ = np.concatenate([np.ones(n_x), [highspy.kHighsInf]])
-    lp.row_lower_ = np.concatenate([np.ones(active.size), np.full(used.size, -highspy.kHighsInf)])
-    lp.row_upper_ = np.concatenate([np.ones(active.size), np.zeros(used.size)])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = A.indices.astype(np.int32)
-    lp.a_matrix_.value_ = A.data
-    h = new_highs()
-    h.setOptionValue("solver", solver)
-    if time_limit_seconds:
-        h.setOptionValue("time_limit", float(time_limit_seconds))
-    h.passModel(lp)
+    h = highs_model(np.concatenate([path_cost, [1.0]]), np.zeros(n_x + 1),
+                    np.concatenate([np.ones(n_x), [highspy.kHighsInf]]),
+                    np.concatenate([np.ones(active.size), np.full(used.size, -highspy.kHighsInf)]),
+                    np.concatenate([np.ones(active.size), np.zeros(used.size)]),
+                    A.indptr, A.indices, A.data, solver=solver, time_limit_seconds=time_limit_seconds)
     build = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    h.run()
-    solve = time.perf_counter() - t1
+    solve = run_to_optimum(h)
     status = h.modelStatusToString(h.getModelStatus())
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        raise LPError(f"HiGHS stopped with status {status!r} after {solve:.1f} s")
     x = np.asarray(h.getSolution().col_value)
     solver_obj = float(h.getInfo().objective_function_value) * scale
     xs = np.clip(x[:-1], 0.0, None)

@@ -23,7 +23,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from .lp import LPError, new_highs
+from .lp import LPError, highs_model, run_to_optimum
 from .topology import Topology
 
 # HiGHS "solver" option: "simplex" (default: fastest measured, 3 s on Cogentco vs 13 s for "ipm"),
@@ -102,28 +102,13 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
     upper = np.full(n_cols, highspy.kHighsInf)
     # Flow of source s into s is never useful; fixing it at 0 lets presolve drop those columns.
     upper[:-1][topo.dst[ll] == sources[ii]] = 0.0
-    lp = highspy.HighsLp()
-    lp.num_col_ = n_cols
-    lp.num_row_ = n_rows
-    lp.col_cost_ = np.concatenate([np.zeros(S * L), [1.0]])
-    lp.col_lower_ = np.zeros(n_cols)
-    lp.col_upper_ = upper
-    lp.row_lower_ = np.concatenate([b.ravel(), np.full(L, -highspy.kHighsInf)])
-    lp.row_upper_ = np.concatenate([b.ravel(), np.zeros(L)])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = indptr.astype(np.int32)
-    lp.a_matrix_.index_ = rows.astype(np.int32)
-    lp.a_matrix_.value_ = vals
-    h = new_highs()
-    h.setOptionValue("solver", solver)
-    if time_limit_seconds:
-        h.setOptionValue("time_limit", float(time_limit_seconds))
-    h.passModel(lp)
+    h = highs_model(np.concatenate([np.zeros(S * L), [1.0]]), np.zeros(n_cols), upper,
+                    np.concatenate([b.ravel(), np.full(L, -highspy.kHighsInf)]),
+                    np.concatenate([b.ravel(), np.zeros(L)]), indptr, rows, vals, solver=solver,
+                    time_limit_seconds=time_limit_seconds)
     build = time.perf_counter() - t0
-
     t1 = time.perf_counter()
-    h.run()
-    _require_optimal(h, time.perf_counter() - t1)
+    run_to_optimum(h)
     u_opt = float(h.getSolution().col_value[-1])
     if shorten is not None:
         metric = {"hop": np.ones(L), "latency": topo.latency_seconds}.get(shorten)
@@ -134,8 +119,7 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
         h.changeColBounds(n_cols - 1, 0.0, u_opt * (1.0 + shorten_slack) + 1e-12)
         cost = np.concatenate([metric[ll], [0.0]])
         h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), cost)
-        h.run()
-        _require_optimal(h, time.perf_counter() - t1)
+        run_to_optimum(h)
     solve = time.perf_counter() - t1
     x = np.asarray(h.getSolution().col_value)
     flows = np.clip(x[:-1], 0.0, None).reshape(S, L) * dmax
@@ -155,12 +139,6 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
     status = h.modelStatusToString(h.getModelStatus())
     return OptimumResult(mlu_check, loads, solve, build, u_solver, status, n_cols, n_rows,
                          sources.astype(np.int64), flows, cons_err)
-
-
-def _require_optimal(h: highspy.Highs, seconds: float) -> None:
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        status = h.modelStatusToString(h.getModelStatus())
-        raise LPError(f"HiGHS stopped with status {status!r} after {seconds:.1f} s")
 
 
 def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,

@@ -7,7 +7,6 @@ Paths are computed once per (topology hash, strategy, k, metric) and cached on d
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
