@@ -95,6 +95,74 @@ def run_to_optimum(h: highspy.Highs) -> float:
     return seconds
 
 
+def check_pair_demand(paths: PathSet, pair_demand_bps) -> np.ndarray:
+    """float64 [P] pair demands, or ValueError naming what is wrong."""
+    demand = np.asarray(pair_demand_bps, dtype=np.float64)
+    if demand.shape != (paths.num_pairs,):
+        raise ValueError(f"pair demand has shape {demand.shape}, expected ({paths.num_pairs},)")
+    if not np.all(np.isfinite(demand)) or np.any(demand < 0):
+        raise ValueError("pair demands must be finite and >= 0")
+    return demand
+
+
+@dataclass(frozen=True)
+class PathLP:
+    """The min-U path LP (module docstring) over the paths of pairs with demand, built in HiGHS.
+
+    Columns are those paths (``cols`` index the PathSet) plus U; demands are divided by ``dmax`` and
+    capacities by ``cmax``, so the true utilisation is ``U * dmax / cmax``.
+    """
+
+    highs: highspy.Highs
+    cols: np.ndarray  # path index of each x column
+    col_pair_row: np.ndarray  # row (active pair) of each x column
+    num_active_pairs: int
+    num_rows: int
+    dmax: float
+    cmax: float
+
+    def split(self, paths: PathSet) -> np.ndarray:
+        """The solved split ratios, renormalised per pair; pairs without demand use their first path."""
+        split = np.zeros(paths.num_paths)
+        split[paths.pair_ptr[:-1]] = 1.0
+        xs = np.clip(np.asarray(self.highs.getSolution().col_value)[:-1], 0.0, None)
+        xs /= np.bincount(self.col_pair_row, weights=xs, minlength=self.num_active_pairs)[self.col_pair_row]
+        split[self.cols] = xs
+        return split
+
+
+def build_path_lp(topo: Topology, paths: PathSet, demand: np.ndarray, path_cost: np.ndarray | None = None,
+                  capacity_factor: float = 1.0, solver: str = "choose", time_limit_seconds: float | None = None,
+                  threads: int | None = None) -> PathLP:
+    """min U + sum_p path_cost[p] x_p  s.t. each active pair's split sums to 1 and every used link's
+    normalised load is <= U * capacity_factor. ``demand`` must have a positive entry."""
+    dmax, cmax = float(demand.max()), float(topo.capacity_bps.max())
+    active = np.flatnonzero(demand > 0)
+    counts = paths.paths_per_pair[active]
+    starts = paths.pair_ptr[active]
+    cols = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    n_x = cols.size
+    col_pair_row = np.repeat(np.arange(active.size), counts)
+    inc = paths.incidence[cols]  # [n_x, L]
+    used = np.flatnonzero(np.asarray(inc.sum(axis=0)).ravel() > 0)
+    c_norm = topo.capacity_bps[used] * capacity_factor / cmax
+    # Link rows: diag(1/c) A^T diag(d), restricted to links some active path uses.
+    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used].T @ sp.diags(demand[paths.path_pair[cols]] / dmax)).tocsr()
+    pair_block = sp.csr_matrix((np.ones(n_x), (col_pair_row, np.arange(n_x))), shape=(active.size, n_x))
+    n_rows = active.size + used.size
+    u_col = sp.csr_matrix((-np.ones(used.size), (np.arange(active.size, n_rows), np.zeros(used.size, dtype=np.int64))),
+                          shape=(n_rows, 1))
+    A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
+    cost = np.zeros(n_x) if path_cost is None else np.asarray(path_cost, dtype=np.float64)[cols]
+    h = highs_model(np.concatenate([cost, [1.0]]), np.zeros(n_x + 1),
+                    np.concatenate([np.ones(n_x), [highspy.kHighsInf]]),
+                    np.concatenate([np.ones(active.size), np.full(used.size, -highspy.kHighsInf)]),
+                    np.concatenate([np.ones(active.size), np.zeros(used.size)]),
+                    A.indptr, A.indices, A.data, solver=solver, time_limit_seconds=time_limit_seconds,
+                    threads=threads)
+    return PathLP(h, cols, col_pair_row, int(active.size), n_rows, dmax, cmax)
+
+
 
 @dataclass(frozen=True)
 class LPResult:
@@ -114,55 +182,20 @@ def solve_min_mlu(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, s
                   rel_check_tol: float = 1e-5) -> LPResult:
     """Optimal split ratios for the min-MLU LP over ``paths``."""
     t0 = time.perf_counter()
-    demand = np.asarray(pair_demand_bps, dtype=np.float64)
-    if demand.shape != (paths.num_pairs,):
-        raise ValueError(f"pair demand has shape {demand.shape}, expected ({paths.num_pairs},)")
-    if not np.all(np.isfinite(demand)) or np.any(demand < 0):
-        raise ValueError("pair demands must be finite and >= 0")
-    split = np.zeros(paths.num_paths)
-    split[paths.pair_ptr[:-1]] = 1.0  # pairs without demand: their first (shortest) path
-    dmax = float(demand.max(initial=0.0))
-    if dmax == 0.0:
+    demand = check_pair_demand(paths, pair_demand_bps)
+    if not demand.any():
+        split = np.zeros(paths.num_paths)
+        split[paths.pair_ptr[:-1]] = 1.0  # pairs without demand: their first (shortest) path
         return LPResult(0.0, split, np.zeros(topo.num_links), 0.0, time.perf_counter() - t0, 0.0,
                         "no demand", 0, 0)
-    cmax = float(topo.capacity_bps.max())
-    active_pairs = np.flatnonzero(demand > 0)
-    # Columns: the paths of active pairs.
-    counts = paths.paths_per_pair[active_pairs]
-    starts = paths.pair_ptr[active_pairs]
-    cols = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    n_x = cols.size
-    col_pair_row = np.repeat(np.arange(active_pairs.size), counts)
-    d_norm = demand[paths.path_pair[cols]] / dmax
-    inc = paths.incidence[cols]  # [n_x, L]
-    used_links = np.flatnonzero(np.asarray(inc.sum(axis=0)).ravel() > 0)
-    c_norm = topo.capacity_bps[used_links] / cmax
-    # Link rows: (A^T diag(d) scaled by 1/c) restricted to used links.
-    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used_links].T @ sp.diags(d_norm)).tocsr()
-    pair_block = sp.csr_matrix((np.ones(n_x), (col_pair_row, np.arange(n_x))), shape=(active_pairs.size, n_x))
-    n_rows = active_pairs.size + used_links.size
-    u_col = sp.csr_matrix((-np.ones(used_links.size), (np.arange(active_pairs.size, n_rows),
-                                                         np.zeros(used_links.size, dtype=np.int64))),
-                          shape=(n_rows, 1))
-    A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
-
-    h = highs_model(np.concatenate([np.zeros(n_x), [1.0]]), np.zeros(n_x + 1),
-                    np.concatenate([np.ones(n_x), [highspy.kHighsInf]]),
-                    np.concatenate([np.ones(active_pairs.size), np.full(used_links.size, -highspy.kHighsInf)]),
-                    np.concatenate([np.ones(active_pairs.size), np.zeros(used_links.size)]),
-                    A.indptr, A.indices, A.data, solver=solver, time_limit_seconds=time_limit_seconds,
-                    threads=threads)
+    plp = build_path_lp(topo, paths, demand, solver=solver, time_limit_seconds=time_limit_seconds, threads=threads)
     build = time.perf_counter() - t0
-    solve = run_to_optimum(h)
-    status = h.modelStatusToString(h.getModelStatus())
-    x = np.asarray(h.getSolution().col_value)
-    u_solver = float(x[-1]) * dmax / cmax
-    xs = np.clip(x[:-1], 0.0, None)
-    sums = np.bincount(col_pair_row, weights=xs, minlength=active_pairs.size)
-    xs /= sums[col_pair_row]
-    split[cols] = xs
+    solve = run_to_optimum(plp.highs)
+    status = plp.highs.modelStatusToString(plp.highs.getModelStatus())
+    u_solver = float(plp.highs.getSolution().col_value[-1]) * plp.dmax / plp.cmax
+    split = plp.split(paths)
     loads = link_loads(paths, split, demand)
     mlu_check = mlu(topo, loads)
     if abs(mlu_check - u_solver) > rel_check_tol * max(mlu_check, u_solver) + 1e-12:
         raise LPError(f"LP check failed: solver MLU {u_solver:.9g}, recomputed {mlu_check:.9g}")
-    return LPResult(mlu_check, split, loads, solve, build, u_solver, status, n_x + 1, n_rows)
+    return LPResult(mlu_check, split, loads, solve, build, u_solver, status, plp.cols.size + 1, plp.num_rows)

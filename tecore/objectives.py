@@ -28,12 +28,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import highspy
 import numpy as np
-import scipy.sparse as sp
 
 from .evaluate import link_loads
-from .lp import LPError, highs_model, run_to_optimum
+from .lp import LPError, build_path_lp, check_pair_demand, run_to_optimum
 from .paths import PathSet
 from .topology import Topology
 
@@ -109,11 +107,7 @@ def solve_policy_lp(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray,
     """Optimal split for the policy objective (module docstring) over ``paths``."""
     t0 = time.perf_counter()
     _check_knobs(latency_weight, headroom_fraction)
-    demand = np.asarray(pair_demand_bps, dtype=np.float64)
-    if demand.shape != (paths.num_pairs,):
-        raise ValueError(f"pair demand has shape {demand.shape}, expected ({paths.num_pairs},)")
-    if not np.all(np.isfinite(demand)) or np.any(demand < 0):
-        raise ValueError("pair demands must be finite and >= 0")
+    demand = check_pair_demand(paths, pair_demand_bps)
     split = np.zeros(paths.num_paths)
     split[paths.pair_ptr[:-1]] = 1.0  # pairs without demand: their first (shortest) path
     dmax = float(demand.max(initial=0.0))
@@ -124,44 +118,19 @@ def solve_policy_lp(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray,
     path_lat, lat_base = _latency_terms(topo, paths, demand)
     if latency_weight > 0 and not lat_base > 0:
         raise ValueError("latency_aware needs positive link latencies (every lowest-latency path is 0 s)")
-    cmax = float(topo.capacity_bps.max())
-    scale = dmax / cmax  # true utilisation = scale * U_n
-    active = np.flatnonzero(demand > 0)
-    counts = paths.paths_per_pair[active]
-    starts = paths.pair_ptr[active]
-    cols = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    n_x = cols.size
-    col_row = np.repeat(np.arange(active.size), counts)
-    d_path = demand[paths.path_pair[cols]]
-    inc = paths.incidence[cols]
-    used = np.flatnonzero(np.asarray(inc.sum(axis=0)).ravel() > 0)
+    scale = dmax / float(topo.capacity_bps.max())  # true utilisation = scale * U_n
     # Reduced capacity: U_n is then the effective utilisation (against capacity*(1-h)) / scale.
-    c_norm = topo.capacity_bps[used] * (1.0 - headroom_fraction) / cmax
-    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used].T @ sp.diags(d_path / dmax)).tocsr()
-    pair_block = sp.csr_matrix((np.ones(n_x), (col_row, np.arange(n_x))), shape=(active.size, n_x))
-    n_rows = active.size + used.size
-    u_col = sp.csr_matrix((-np.ones(used.size), (np.arange(active.size, n_rows), np.zeros(used.size, dtype=np.int64))),
-                          shape=(n_rows, 1))
-    A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
     # Objective divided by `scale` so that U_n keeps cost 1 (as in tecore.lp).
     total = float(demand.sum())
-    path_cost = (latency_weight / scale) * d_path * path_lat[cols] / (total * lat_base) if latency_weight > 0 \
-        else np.zeros(n_x)
-
-    h = highs_model(np.concatenate([path_cost, [1.0]]), np.zeros(n_x + 1),
-                    np.concatenate([np.ones(n_x), [highspy.kHighsInf]]),
-                    np.concatenate([np.ones(active.size), np.full(used.size, -highspy.kHighsInf)]),
-                    np.concatenate([np.ones(active.size), np.zeros(used.size)]),
-                    A.indptr, A.indices, A.data, solver=solver, time_limit_seconds=time_limit_seconds)
+    path_cost = ((latency_weight / scale) * demand[paths.path_pair] * path_lat / (total * lat_base)
+                 if latency_weight > 0 else None)
+    plp = build_path_lp(topo, paths, demand, path_cost=path_cost, capacity_factor=1.0 - headroom_fraction,
+                        solver=solver, time_limit_seconds=time_limit_seconds)
     build = time.perf_counter() - t0
-    solve = run_to_optimum(h)
-    status = h.modelStatusToString(h.getModelStatus())
-    x = np.asarray(h.getSolution().col_value)
-    solver_obj = float(h.getInfo().objective_function_value) * scale
-    xs = np.clip(x[:-1], 0.0, None)
-    sums = np.bincount(col_row, weights=xs, minlength=active.size)
-    xs /= sums[col_row]
-    split[cols] = xs
+    solve = run_to_optimum(plp.highs)
+    status = plp.highs.modelStatusToString(plp.highs.getModelStatus())
+    solver_obj = float(plp.highs.getInfo().objective_function_value) * scale
+    split = plp.split(paths)
     value = evaluate_objective(topo, paths, demand, split, latency_weight, headroom_fraction)
     if abs(value.objective - solver_obj) > rel_check_tol * max(abs(value.objective), abs(solver_obj)) + 1e-9:
         raise LPError(f"policy LP check failed: solver objective {solver_obj:.9g}, recomputed {value.objective:.9g}")
