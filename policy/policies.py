@@ -4,8 +4,8 @@ This module is the single place for policy names, parameter bounds and the mappi
 ``policy`` input (float32 [4]):
 
 - ``policy[0]`` = latency penalty weight lambda in [0, 1]   (``latency_aware``)
-- ``policy[1]`` = headroom fraction h in [0, 0.5]            (``headroom``: utilisation is measured
-  against capacity * (1 - h), i.e. h of every link is reserved for bursts)
+- ``policy[1]`` = burst fraction h in [0, 0.5]               (``headroom``: every pair may surge by h
+  of its demand; each link keeps room for the surge of the largest pair it carries)
 - ``policy[2]``, ``policy[3]`` = reserved, always 0.
 
 All zeros is plain min-MLU. The same objectives are solved exactly by ``tecore.objectives``.
@@ -69,10 +69,11 @@ class PolicySpec:
 
 POLICIES: dict[str, PolicySpec] = {s.name: s for s in (
     PolicySpec("min_mlu", "Minimise the maximum link utilisation (plain load balancing; the default)."),
-    PolicySpec("headroom", "Minimise MLU measured against capacity*(1-fraction): keep `fraction` of every "
-               "link free for bursts. Reports whether the traffic fits under the reduced capacity.",
-               (ParamSpec("fraction", 0.0, 0.5, 0.2, "share of every link's capacity reserved for bursts",
-                          HEADROOM_SLOT),)),
+    PolicySpec("headroom", "Burst headroom: minimise the utilisation each link would reach if its largest "
+               "pair surged by `fraction` of its demand. Spreads large pairs over more paths so one burst "
+               "lands on several links; reports whether any single burst still fits.",
+               (ParamSpec("fraction", 0.0, 0.5, 0.2, "surge of a pair, as a share of its demand, that every "
+                          "link keeps room for", HEADROOM_SLOT),)),
     PolicySpec("latency_aware", "Minimise MLU + weight * latency stretch (demand-weighted mean path latency "
                "over the demand-weighted mean of each pair's lowest candidate-path latency): trades some "
                "load balance for shorter paths (streaming, interactive traffic).",

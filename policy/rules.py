@@ -2,7 +2,7 @@
 
 - MLU at or above ``high_mlu`` (last sample): ``min_mlu`` — every bit of capacity goes to balancing load.
 - MLU bursty (coefficient of variation over the window >= ``burst_cv``): ``headroom`` with
-  ``headroom_fraction`` — keep a share of every link free for the bursts.
+  ``headroom_fraction`` — spread large pairs so that a burst of any one of them still fits.
 - Mean MLU at or below ``low_mlu`` and calm: ``latency_aware`` with ``latency_weight`` — spare capacity
   is spent on shorter paths (streaming, interactive traffic).
 - Otherwise: keep the active policy (hysteresis band between the thresholds).
@@ -59,7 +59,7 @@ def decide(stats: dict, config: RuleConfig = RuleConfig()) -> RuleDecision:
     if cv >= config.burst_cv:
         return RuleDecision(make_policy("headroom", {"fraction": config.headroom_fraction}),
                             f"bursty load: MLU coefficient of variation {cv:.2f} >= {config.burst_cv:.2f} over "
-                            f"{n} samples; reserve {config.headroom_fraction:.0%} of each link")
+                            f"{n} samples; keep room on every link for any pair to surge by {config.headroom_fraction:.0%}")
     if mean <= config.low_mlu:
         return RuleDecision(make_policy("latency_aware", {"weight": config.latency_weight}),
                             f"calm, light load: mean MLU {mean:.2f} <= {config.low_mlu:.2f} (cv {cv:.2f}); "

@@ -125,17 +125,31 @@ class PathLP:
         """The solved split ratios, renormalised per pair; pairs without demand use their first path."""
         split = np.zeros(paths.num_paths)
         split[paths.pair_ptr[:-1]] = 1.0
-        xs = np.clip(np.asarray(self.highs.getSolution().col_value)[:-1], 0.0, None)
+        xs = np.clip(np.asarray(self.highs.getSolution().col_value)[:self.cols.size], 0.0, None)
         xs /= np.bincount(self.col_pair_row, weights=xs, minlength=self.num_active_pairs)[self.col_pair_row]
         split[self.cols] = xs
         return split
 
 
+def pair_link_index(pair_of_path: np.ndarray, inc_path: np.ndarray, inc_link: np.ndarray,
+                    num_links: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group path-link incidence entries by (pair, link): returns (group id of each entry [nnz],
+    link of each group [G]). A pair's paths may share links (first and last hops often do); its
+    traffic on a link is the sum over its paths through that link, one group."""
+    key = pair_of_path[inc_path].astype(np.int64) * num_links + inc_link
+    uniq, group = np.unique(key, return_inverse=True)
+    return group.reshape(-1), (uniq % num_links).astype(np.int64)
+
+
 def build_path_lp(topo: Topology, paths: PathSet, demand: np.ndarray, path_cost: np.ndarray | None = None,
-                  capacity_factor: float = 1.0, solver: str = "choose", time_limit_seconds: float | None = None,
+                  surge_fraction: float = 0.0, solver: str = "choose", time_limit_seconds: float | None = None,
                   threads: int | None = None) -> PathLP:
     """min U + sum_p path_cost[p] x_p  s.t. each active pair's split sums to 1 and every used link's
-    normalised load is <= U * capacity_factor. ``demand`` must have a positive entry."""
+    normalised load, plus ``surge_fraction`` times its largest single-pair load, is <= U.
+    ``demand`` must have a positive entry.
+
+    The surge term (burst headroom, see tecore.objectives) adds one column m_l per used link and one
+    row per (pair, link): pair load on l <= m_l; the link row becomes load_l + h m_l <= U."""
     dmax, cmax = float(demand.max()), float(topo.capacity_bps.max())
     active = np.flatnonzero(demand > 0)
     counts = paths.paths_per_pair[active]
@@ -145,23 +159,41 @@ def build_path_lp(topo: Topology, paths: PathSet, demand: np.ndarray, path_cost:
     col_pair_row = np.repeat(np.arange(active.size), counts)
     inc = paths.incidence[cols]  # [n_x, L]
     used = np.flatnonzero(np.asarray(inc.sum(axis=0)).ravel() > 0)
-    c_norm = topo.capacity_bps[used] * capacity_factor / cmax
+    c_norm = topo.capacity_bps[used] / cmax
     # Link rows: diag(1/c) A^T diag(d), restricted to links some active path uses.
-    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used].T @ sp.diags(demand[paths.path_pair[cols]] / dmax)).tocsr()
+    col_demand = demand[paths.path_pair[cols]] / dmax
+    link_block = (sp.diags(1.0 / c_norm) @ inc[:, used].T @ sp.diags(col_demand)).tocsr()
     pair_block = sp.csr_matrix((np.ones(n_x), (col_pair_row, np.arange(n_x))), shape=(active.size, n_x))
-    n_rows = active.size + used.size
-    u_col = sp.csr_matrix((-np.ones(used.size), (np.arange(active.size, n_rows), np.zeros(used.size, dtype=np.int64))),
-                          shape=(n_rows, 1))
-    A = sp.hstack([sp.vstack([pair_block, link_block]), u_col]).tocsc()
+    n_links = used.size
+    if surge_fraction > 0:
+        inc_used = inc[:, used].tocoo()
+        group, group_link = pair_link_index(col_pair_row, inc_used.row, inc_used.col, n_links)
+        n_g = group_link.size
+        # Rows: sum_{p of pair i through l} d_i x_p / c_l - m_l <= 0.
+        x_rows = sp.csr_matrix((col_demand[inc_used.row] / c_norm[inc_used.col], (group, inc_used.row)),
+                               shape=(n_g, n_x))
+        m_rows = sp.csr_matrix((-np.ones(n_g), (np.arange(n_g), group_link)), shape=(n_g, n_links))
+        m_links = sp.diags(np.full(n_links, surge_fraction)).tocsr()
+        A_x = sp.vstack([pair_block, link_block, x_rows])
+        A_m = sp.vstack([sp.csr_matrix((active.size, n_links)), m_links, m_rows])
+        extra_rows = n_g
+    else:
+        A_x = sp.vstack([pair_block, link_block])
+        A_m = sp.csr_matrix((active.size + n_links, 0))
+        extra_rows = 0
+    n_m = A_m.shape[1]
+    n_rows = active.size + n_links + extra_rows
+    u_col = sp.csr_matrix((-np.ones(n_links), (np.arange(active.size, active.size + n_links),
+                                               np.zeros(n_links, dtype=np.int64))), shape=(n_rows, 1))
+    A = sp.hstack([A_x, A_m, u_col]).tocsc()
     cost = np.zeros(n_x) if path_cost is None else np.asarray(path_cost, dtype=np.float64)[cols]
-    h = highs_model(np.concatenate([cost, [1.0]]), np.zeros(n_x + 1),
-                    np.concatenate([np.ones(n_x), [highspy.kHighsInf]]),
-                    np.concatenate([np.ones(active.size), np.full(used.size, -highspy.kHighsInf)]),
-                    np.concatenate([np.ones(active.size), np.zeros(used.size)]),
+    h = highs_model(np.concatenate([cost, np.zeros(n_m), [1.0]]), np.zeros(n_x + n_m + 1),
+                    np.concatenate([np.ones(n_x), np.full(n_m + 1, highspy.kHighsInf)]),
+                    np.concatenate([np.ones(active.size), np.full(n_links + extra_rows, -highspy.kHighsInf)]),
+                    np.concatenate([np.ones(active.size), np.zeros(n_links + extra_rows)]),
                     A.indptr, A.indices, A.data, solver=solver, time_limit_seconds=time_limit_seconds,
                     threads=threads)
     return PathLP(h, cols, col_pair_row, int(active.size), n_rows, dmax, cmax)
-
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,19 @@
 The policy vector (see tellm.policy.policies) has two knobs; this module solves and evaluates
 the objective they define, exactly:
 
-    minimise   U / (1 - h)  +  lambda * S(x)
-    subject to sum_{p in P(i)} x_p = 1                          for each pair i with demand > 0
-               sum_p d_{i(p)} A[p, l] x_p / c_l  <=  U          for each link l
+    minimise   U  +  lambda * S(x)
+    subject to sum_{p in P(i)} x_p = 1                                   for each pair i with demand > 0
+               (load_l(x) + h * max_i load_il(x)) / c_l  <=  U           for each link l
                x >= 0
 
-- h (``headroom_fraction``, [0, 0.5]): utilisation is measured against capacity * (1 - h).
-  ``effective_utilisation`` = U / (1 - h) and ``fits`` says whether it is <= 1, i.e. whether the
-  traffic fits while keeping h of every link free. Because h is the same on every link, it scales
-  every link's constraint equally: on its own it does not change the optimal split (the min-MLU
-  split is also the optimal headroom split). What changes is the verdict and, with lambda > 0, the
-  price of load against latency.
+- h (``headroom_fraction``, [0, 0.5]) is burst headroom: every pair may surge by h of its demand,
+  and each link keeps room for the surge of the largest pair it carries (load_il = the part of pair
+  i's demand that crosses link l, summed over i's paths through l). U is then the *effective*
+  utilisation: ``fits`` says whether it is <= 1, i.e. whether any one pair can burst by h without
+  overloading a link. Unlike a uniform capacity reserve, this changes the optimal split: a large pair
+  is spread over more paths so that its burst lands on several links (TELLM's history-dependency
+  knob spreads volatile demands for the same reason; here the burst is a share of the demand, so no
+  history is needed and the LP stays exact). With h = 0 it is the plain min-MLU problem.
 - lambda (``latency_weight``, [0, 1]): S(x) is the latency stretch, the demand-weighted mean path
   latency divided by the demand-weighted mean of each pair's lowest candidate-path latency. S >= 1,
   dimensionless, so lambda = 0.1 trades 0.1 of utilisation for a 100 % longer mean latency.
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .evaluate import link_loads
-from .lp import LPError, build_path_lp, check_pair_demand, run_to_optimum
+from .lp import LPError, build_path_lp, check_pair_demand, pair_link_index, run_to_optimum
 from .paths import PathSet
 from .topology import Topology
 
@@ -42,8 +44,8 @@ MAX_LATENCY_WEIGHT = 1.0
 @dataclass(frozen=True)
 class ObjectiveValue:
     mlu: float  # max load / capacity (no headroom)
-    effective_utilisation: float  # mlu / (1 - h)
-    fits: bool  # effective_utilisation <= 1
+    effective_utilisation: float  # max over links of (load + h * largest pair load) / capacity
+    fits: bool  # effective_utilisation <= 1: any one pair can surge by h without overloading a link
     mean_latency_seconds: float  # demand-weighted mean path latency
     latency_stretch: float  # mean latency / demand-weighted mean lowest candidate latency (>= 1); nan if undefined
     objective: float  # effective_utilisation + lambda * latency_stretch
@@ -80,6 +82,17 @@ def _latency_terms(topo: Topology, paths: PathSet, demand: np.ndarray) -> tuple[
     return path_lat, float(demand @ best) / total
 
 
+def surge_load_bps(paths: PathSet, split: np.ndarray, pair_demand_bps: np.ndarray) -> np.ndarray:
+    """Per link, the largest load any single pair puts on it (summed over that pair's paths) [L]."""
+    inc_path = np.repeat(np.arange(paths.num_paths), np.diff(paths.path_ptr))
+    group, group_link = pair_link_index(paths.path_pair, inc_path, paths.path_links, paths.num_links)
+    flow = (split * pair_demand_bps[paths.path_pair])[inc_path]
+    per_group = np.bincount(group, weights=flow, minlength=group_link.size)
+    surge = np.zeros(paths.num_links)
+    np.maximum.at(surge, group_link, per_group)
+    return surge
+
+
 def evaluate_objective(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray, split: np.ndarray,
                        latency_weight: float = 0.0, headroom_fraction: float = 0.0) -> ObjectiveValue:
     """The policy objective of any split (a model's, ECMP's, an LP's)."""
@@ -88,7 +101,10 @@ def evaluate_objective(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarr
     split = np.asarray(split, dtype=np.float64)
     loads = link_loads(paths, split, demand)
     util = float(np.max(loads / topo.capacity_bps, initial=0.0))
-    eff = util / (1.0 - headroom_fraction)
+    eff = util
+    if headroom_fraction > 0:
+        eff_loads = loads + headroom_fraction * surge_load_bps(paths, split, demand)
+        eff = float(np.max(eff_loads / topo.capacity_bps, initial=0.0))
     path_lat, base = _latency_terms(topo, paths, demand)
     total = float(demand.sum())
     mean_lat = float((split * demand[paths.path_pair]) @ path_lat) / total if total > 0 else 0.0
@@ -119,12 +135,12 @@ def solve_policy_lp(topo: Topology, paths: PathSet, pair_demand_bps: np.ndarray,
     if latency_weight > 0 and not lat_base > 0:
         raise ValueError("latency_aware needs positive link latencies (every lowest-latency path is 0 s)")
     scale = dmax / float(topo.capacity_bps.max())  # true utilisation = scale * U_n
-    # Reduced capacity: U_n is then the effective utilisation (against capacity*(1-h)) / scale.
-    # Objective divided by `scale` so that U_n keeps cost 1 (as in tecore.lp).
+    # U_n is the effective utilisation / scale; the objective is divided by `scale` so that U_n keeps
+    # cost 1 (as in tecore.lp).
     total = float(demand.sum())
     path_cost = ((latency_weight / scale) * demand[paths.path_pair] * path_lat / (total * lat_base)
                  if latency_weight > 0 else None)
-    plp = build_path_lp(topo, paths, demand, path_cost=path_cost, capacity_factor=1.0 - headroom_fraction,
+    plp = build_path_lp(topo, paths, demand, path_cost=path_cost, surge_fraction=headroom_fraction,
                         solver=solver, time_limit_seconds=time_limit_seconds)
     build = time.perf_counter() - t0
     solve = run_to_optimum(plp.highs)

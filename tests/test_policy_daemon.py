@@ -231,7 +231,10 @@ def test_whatif_uses_the_lp_when_no_inference_service(grpc_policy, tmp_path):
     m = tools.call("evaluate_policy", {"policy": "min_mlu"}, engine="t")
     assert r["latency_stretch"] <= m["latency_stretch"] + 1e-9 and r["mlu"] >= m["mlu"] - 1e-9
     h = tools.call("evaluate_policy", {"policy": "headroom", "params": {"fraction": 0.5}}, engine="t")
-    assert h["effective_utilisation"] == pytest.approx(m["mlu"] / 0.5, rel=1e-6)
+    # Burst headroom: at least the min-MLU optimum, at most what the min-MLU split gives with every link's
+    # largest pair surging by 50 % (<= 1.5x its load).
+    assert m["mlu"] - 1e-9 <= h["effective_utilisation"] <= 1.5 * m["mlu"] + 1e-9
+    assert h["mlu"] >= m["mlu"] - 1e-9
     # Unreachable inference address: falls back to the LP and says so.
     tools.whatif = WhatIf(inference_address="127.0.0.1:1", inference_timeout_seconds=0.3)
     r2 = tools.call("evaluate_policy", {"policy": "min_mlu"}, engine="t")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tecore import compute_paths, generate, load_topology, scale_to_mlu, solve_min_mlu
+from tecore import PathSet, Topology, compute_paths, generate, load_topology, scale_to_mlu, solve_min_mlu
 from tecore.objectives import evaluate_objective, solve_policy_lp, solve_policy_vector
 from tellm.policy.policies import POLICIES, Policy, PolicyError, make_policy, policy_from_vector
 
@@ -44,13 +44,47 @@ def test_triangle_min_mlu_and_headroom_by_hand():
     # Two disjoint paths of equal capacity: split 1/2, MLU 12*0.5/10 = 0.6.
     r = solve_policy_lp(topo, paths, d)
     assert r.split == pytest.approx([0.5, 0.5], abs=1e-6) and r.value.mlu == pytest.approx(0.6)
-    # Headroom 20 %: the same split, measured against 8 bit/s: 0.75, fits.
+    # Burst headroom 20 %: the only pair may surge by 20 % on each link: (6 + 1.2) / 10, fits.
     r = solve_policy_lp(topo, paths, d, headroom_fraction=0.2)
     assert r.split == pytest.approx([0.5, 0.5], abs=1e-6)
-    assert r.value.effective_utilisation == pytest.approx(0.75) and r.value.fits
-    # Headroom 50 %: 6 bit/s on a 5 bit/s cap: does not fit.
-    r = solve_policy_lp(topo, paths, d, headroom_fraction=0.5)
+    assert r.value.effective_utilisation == pytest.approx(0.72) and r.value.fits
+    # 16 bit/s with 50 %: (8 + 4) / 10 does not fit.
+    r = solve_policy_lp(topo, paths, np.array([16.0]), headroom_fraction=0.5)
     assert r.value.effective_utilisation == pytest.approx(1.2) and not r.value.fits
+
+
+def bowtie() -> tuple[Topology, PathSet]:
+    """S->T direct (10 bit/s) or via M (S->M 10 bit/s, M->T 100); X feeds S (100).
+    Pairs: S->T (two paths), X->T over S->T only, X->M over S->M only."""
+    names = ("S", "T", "M", "X")
+    edges = [(0, 1, 10.0), (0, 2, 10.0), (2, 1, 100.0), (3, 0, 100.0)]
+    topo = Topology(name="bowtie", nodes=names, src=np.array([e[0] for e in edges]),
+                    dst=np.array([e[1] for e in edges]), capacity_bps=np.array([e[2] for e in edges]),
+                    weight=np.ones(4), latency_seconds=np.full(4, 1e-3))
+    paths = PathSet.from_node_paths(topo, {(0, 1): [[0, 1], [0, 2, 1]], (3, 1): [[3, 0, 1]], (3, 2): [[3, 0, 2]]})
+    return topo, paths
+
+
+def test_burst_headroom_changes_the_split_by_hand():
+    topo, paths = bowtie()
+    d = np.zeros(paths.num_pairs)
+    d[paths.pair_lookup[0, 1]], d[paths.pair_lookup[3, 1]], d[paths.pair_lookup[3, 2]] = 10.0, 6.0, 2.0
+    first = paths.pair_ptr[paths.pair_lookup[0, 1]]
+    # Min-MLU: 10x + 6 = 10(1-x) + 2 -> x = 0.3 on the direct link, MLU 0.9.
+    r0 = solve_policy_lp(topo, paths, d)
+    assert r0.split[first] == pytest.approx(0.3, abs=1e-6) and r0.value.mlu == pytest.approx(0.9)
+    # h = 0.5: on S->T the largest pair is X->T (6 > 10x), on S->M it is S->T (10(1-x) > 2):
+    # 10x + 6 + 3 = 10(1-x) + 2 + 5(1-x) -> x = 0.32, effective utilisation 1.22, MLU 0.92.
+    r = solve_policy_lp(topo, paths, d, headroom_fraction=0.5)
+    assert r.split[first] == pytest.approx(0.32, abs=1e-6)
+    assert r.value.effective_utilisation == pytest.approx(1.22) and r.value.mlu == pytest.approx(0.92)
+    # The min-MLU split is worse under this policy (1.25), and a grid of splits never beats the LP.
+    v0 = evaluate_objective(topo, paths, d, r0.split, headroom_fraction=0.5)
+    assert v0.effective_utilisation == pytest.approx(1.25)
+    for x in np.linspace(0, 1, 101):
+        s = r.split.copy()
+        s[first], s[first + 1] = x, 1 - x
+        assert evaluate_objective(topo, paths, d, s, headroom_fraction=0.5).objective >= r.value.objective - 1e-9
 
 
 def test_triangle_latency_aware_by_hand():
