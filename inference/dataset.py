@@ -18,6 +18,14 @@ import yaml
 from .features import incidence_arrays
 
 
+# (latency_weight, headroom_fraction) of the per-policy validation instances.
+VALIDATION_POLICIES = ((0.5, 0.0), (0.0, 0.3))
+VALIDATION_POLICY_TMS = 3
+VALIDATION_MLU = 0.6
+FIELDS = ("capacity_bps", "latency_seconds", "reverse_link", "path_pair", "inc_path", "inc_link", "tms", "lp_mlu",
+          "pol_lp", "pol_scale")
+
+
 class RecipeError(ValueError):
     """A recipe file that cannot be used; the message names the field."""
 
@@ -33,6 +41,11 @@ class TopologyData:
     inc_link: np.ndarray  # int64 [nnz]
     tms: np.ndarray  # float32 [T, P]: pair demands, each TM divided by its largest entry
     lp_mlu: np.ndarray  # float64 [T]: LP optimum of each TM (validation only; NaN elsewhere)
+    # Per-policy validation (VALIDATION_POLICIES, first VALIDATION_POLICY_TMS TMs; NaN elsewhere): the
+    # policy LP's objective with the TM scaled by pol_scale (bit/s per unit of `tms`), chosen so that
+    # the min-MLU optimum is VALIDATION_MLU (latency_aware is not scale-invariant).
+    pol_lp: np.ndarray  # float64 [T, len(VALIDATION_POLICIES)]
+    pol_scale: np.ndarray  # float64 [T]
 
     @property
     def num_pairs(self) -> int:
@@ -72,6 +85,7 @@ def _reverse_links(topo) -> np.ndarray:
 
 def build_topology_data(name: str, recipe: dict, with_lp: bool) -> TopologyData:
     from tecore import compute_paths, generate, load_topology, solve_min_mlu
+    from tecore.objectives import solve_policy_lp
 
     data = recipe["data"]
     topo = load_topology(name)
@@ -91,14 +105,21 @@ def build_topology_data(name: str, recipe: dict, with_lp: bool) -> TopologyData:
                 tms.append(d / dmax)
     tms_arr = np.asarray(tms, dtype=np.float32)
     lp = np.full(tms_arr.shape[0], np.nan)
+    pol_lp = np.full((tms_arr.shape[0], len(VALIDATION_POLICIES)), np.nan)
+    pol_scale = np.full(tms_arr.shape[0], np.nan)
     if with_lp:
         cap = topo.capacity_bps
         for i, d in enumerate(tms_arr):
             # Same float32 demands the model sees, in bit/s relative to the largest capacity.
             lp[i] = solve_min_mlu(topo, paths, d.astype(np.float64) * float(cap.max())).mlu
+            if i < VALIDATION_POLICY_TMS and lp[i] > 0:
+                pol_scale[i] = float(cap.max()) * VALIDATION_MLU / lp[i]
+                for j, (lam, h) in enumerate(VALIDATION_POLICIES):
+                    pol_lp[i, j] = solve_policy_lp(topo, paths, d.astype(np.float64) * pol_scale[i],
+                                                   latency_weight=lam, headroom_fraction=h).value.objective
     path_pair, inc_path, inc_link = incidence_arrays(paths)
     return TopologyData(name, topo.capacity_bps.astype(np.float32), topo.latency_seconds.astype(np.float32),
-                        _reverse_links(topo), path_pair, inc_path, inc_link, tms_arr, lp)
+                        _reverse_links(topo), path_pair, inc_path, inc_link, tms_arr, lp, pol_lp, pol_scale)
 
 
 def prepare(recipe: dict, out_file: str | Path, progress: bool = True) -> Path:
@@ -113,8 +134,7 @@ def prepare(recipe: dict, out_file: str | Path, progress: bool = True) -> Path:
         it = track(names, description="dataset", transient=True)
     for i, (name, role) in enumerate(it):
         td = build_topology_data(name, recipe, with_lp=(role == "val"))
-        for field in ("capacity_bps", "latency_seconds", "reverse_link", "path_pair", "inc_path", "inc_link",
-                      "tms", "lp_mlu"):
+        for field in FIELDS:
             arrays[f"{i}/{field}"] = getattr(td, field)
         arrays[f"{i}/name"] = np.array(name)
         arrays[f"{i}/role"] = np.array(role)
@@ -131,8 +151,6 @@ def load(file: str | Path) -> tuple[list[TopologyData], list[TopologyData]]:
     train, val = [], []
     with np.load(file, allow_pickle=False) as z:
         for i in range(int(z["count"])):
-            td = TopologyData(str(z[f"{i}/name"]), *(z[f"{i}/{f}"] for f in (
-                "capacity_bps", "latency_seconds", "reverse_link", "path_pair", "inc_path", "inc_link", "tms",
-                "lp_mlu")))
+            td = TopologyData(str(z[f"{i}/name"]), *(z[f"{i}/{f}"] for f in FIELDS))
             (train if str(z[f"{i}/role"]) == "train" else val).append(td)
     return train, val

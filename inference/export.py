@@ -65,14 +65,18 @@ def write_card(onnx_file: Path, ckpt: dict, extra: dict | None = None) -> Path:
         "outputs": list(OUTPUT_NAMES),
         "model_config": ckpt.get("config", {}),
         "policy_semantics": {
-            "policy[0]": "latency preference in [0, 1], not learned: adds -latency_policy_scale * policy[0] * "
-                         "(path latency / pair's lowest candidate latency - 1, clipped to [0, 4]) to the final "
-                         "logits. 0 = plain min-MLU (the only setting the model was trained and measured with).",
-            "policy[1:4]": "accepted and ignored (reserved).",
+            "policy[0]": "latency_aware weight lambda in [0, 1]: objective + lambda * latency stretch "
+                         "(tecore.objectives); learned (sampled in training)",
+            "policy[1]": "headroom burst fraction h in [0, 0.5]: effective utilisation = (load + h * largest "
+                         "single-pair load) / capacity (tecore.objectives); learned (sampled in training)",
+            "policy[2:4]": "reserved; keep 0 (not seen in training).",
+            "zero": "all zeros = plain min-MLU",
         },
         "training": {
-            "objective": "unsupervised: annealed log-sum-exp of link utilisation per refinement round, divided "
-                         "by the MLU of an equal split over usable candidate paths; no LP labels",
+            "objective": "unsupervised: per instance the policy objective (annealed log-sum-exp of effective "
+                         "link utilisation + lambda * latency stretch) of every refinement round, divided by "
+                         "that of an equal split over usable candidate paths; policies sampled per instance "
+                         "(train.policy_prob); no LP labels",
             "checkpoint_step": ckpt.get("step"),
             "train_topologies": recipe.get("data", {}).get("train", []),
             "validation_topologies": recipe.get("data", {}).get("validation", []),

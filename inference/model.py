@@ -13,6 +13,17 @@ Design (one set of weights for any topology, no padding):
   normalised price advantage. Cost per round is a handful of scatter/gather ops: linear in #paths.
 - Utilisation-derived features are detached (the rounds are an optimiser whose observations are not
   differentiated through), which keeps training cheap and stable.
+- Policy conditioning (``policy`` = [lambda, h, 0, 0], see tellm.policy.policies and
+  tecore.objectives): the rounds optimise the policy's objective, not plain MLU. Utilisation is the
+  effective one: load plus h times a soft maximum of the path flows on the link (the power mean
+  sum f^Q / sum f^(Q-1), a stand-in for the largest pair load that costs two more columns in the
+  link sums instead of a scatter-max over every path-link entry: measured 2.3x slower on Kdl); the
+  path "price" adds h times the soft indicator (f_p / surge_l)^(Q-1) that the path is that largest
+  flow (it factorises, so it is one more column in the path sums), and the gradient adds lambda
+  times the path's share of the latency stretch. lambda and h are
+  also inputs of both MLPs, which learn to use them in training (policies sampled per instance).
+  Unlike min-MLU, latency_aware is not scale-invariant (it trades utilisation for stretch); the
+  gradient relative to the current utilisation carries that scale.
 
 Batches of several instances are disjoint unions: ``link_graph``/``pair_graph`` give the instance of
 each link/pair; graph-level reductions (max demand, MLU) are per instance. Export uses one instance.
@@ -26,6 +37,7 @@ import torch
 from torch import nn
 
 BIG = 1.0e4  # logit penalty for paths over a down link (exp(-1e4) == 0 in float32)
+SURGE_Q = 4.0  # power of the soft maximum of path flows per link (headroom observation)
 TINY = 1.0e-30
 
 
@@ -34,15 +46,14 @@ class ModelConfig:
     hidden: int = 64
     rounds: int = 8
     beta: float = 20.0  # sharpness of the soft "max link" weights, in units of utilisation / MLU
-    latency_policy_scale: float = 10.0  # policy[0] = 1 adds -10 * (latency / pair's min latency - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-N_STATIC = 6
+N_STATIC = 8
 MAX_ROUND_PARAMS = 32
-N_DYNAMIC = 9
+N_DYNAMIC = 11
 
 
 def seg_sum(x: torch.Tensor, idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -83,9 +94,13 @@ class Graph:
         return seg_max(x_link[self.inc_link], self.inc_path, self.Np, floor=floor)
 
     def link_sum_paths(self, x_path):
-        """Sum over the paths through each link: [Np] -> [L]."""
+        """Sum over the paths through each link: [Np] -> [L] (or [Np, k] -> [L, k])."""
         if self.layout is not None:
-            return (self.layout.link_path @ x_path.unsqueeze(1)).squeeze(1)
+            return self.layout.link_path @ x_path if x_path.dim() == 2 else \
+                (self.layout.link_path @ x_path.unsqueeze(1)).squeeze(1)
+        if x_path.dim() == 2:
+            return torch.stack([seg_sum(x_path[:, i][self.inc_path], self.inc_link, self.L)
+                                for i in range(x_path.shape[1])], dim=1)
         return seg_sum(x_path[self.inc_path], self.inc_link, self.L)
 
     def link_max(self, x):  # -> value per link, broadcast from its instance
@@ -107,6 +122,21 @@ class Graph:
         if self.pair_graph is None:
             return x_graph
         return x_graph[self.pair_graph][self.path_pair]
+
+    def link_value(self, x_graph):  # [G] -> value per link ([1] broadcasts for one instance)
+        if self.link_graph is None:
+            return x_graph
+        return x_graph[self.link_graph]
+
+    def graph_pair_max(self, x):  # per-pair values -> max over each instance's pairs [G]
+        if self.pair_graph is None:
+            return x.max(dim=0, keepdim=True).values
+        return seg_max(x, self.pair_graph, self.G)
+
+    def graph_pair_sum(self, x):  # per-pair values -> sum over each instance's pairs [G]
+        if self.pair_graph is None:
+            return x.sum(dim=0, keepdim=True)
+        return seg_sum(x, self.pair_graph, self.G)
 
     def graph_link_max(self, x):  # -> [G]
         if self.link_graph is None:
@@ -177,6 +207,15 @@ class TEHead(nn.Module):
         dmax = g.pair_max(demand_bps).clamp_min(TINY)
         d_rel = demand_bps / dmax
         d_path = demand_bps[path_pair]
+        # Policy knobs: policy is [4] (one instance) or [G, 4] (a training batch, one row per instance).
+        pol = policy.reshape(-1, policy.shape[-1])
+        lam_path = g.path_value(pol[:, 0]) * torch.ones_like(hops)
+        h_path = g.path_value(pol[:, 1]) * torch.ones_like(hops)
+        h_link = g.link_value(pol[:, 1]) * torch.ones_like(capacity_bps)
+        # d(lambda * stretch)/dx_p = lambda * d_i * lat_p / sum_i d_i * (pair i's lowest candidate latency).
+        pair_min_lat = -seg_max(-path_lat, path_pair, g.P)
+        lat_base = g.path_value(g.graph_pair_sum(demand_bps * pair_min_lat).clamp_min(TINY))
+        lat_grad = lam_path * d_path * path_lat / lat_base
         static = torch.stack([
             (hops / min_hops.clamp_min(1.0) - 1.0).clamp(max=4.0),
             (path_lat / min_lat - 1.0).clamp(0.0, 4.0),
@@ -184,6 +223,8 @@ class TEHead(nn.Module):
             path_cap_rel,
             torch.log(d_rel[path_pair] + 1.0e-6) / 14.0,
             path_down,
+            lam_path,
+            h_path * 2.0,
         ], dim=1)
 
         z = self.init_mlp(static).squeeze(1) + mask
@@ -196,14 +237,25 @@ class TEHead(nn.Module):
                 outs.append((split, loads, util))
             # ---- observations (detached): the state of the network under the current split
             with torch.no_grad():
-                m = g.link_max(util).clamp_min(TINY)
-                ur = util / m  # [L] in [0, 1]
+                f = split * d_rel[path_pair]  # path flow / largest demand, <= 1 (no float32 overflow below)
+                fq = g.link_sum_paths(torch.stack([f ** SURGE_Q, f ** (SURGE_Q - 1.0)], dim=1))
+                surge_rel = fq[:, 0] / fq[:, 1].clamp_min(TINY)  # soft max of the path flows per link
+                eff = (loads + h_link * surge_rel * g.link_value(g.graph_pair_max(demand_bps))) / capacity_bps * up
+                m = g.link_max(eff).clamp_min(TINY)
+                ur = eff / m  # [L] in [0, 1]
                 hot = torch.exp(self.cfg.beta * (ur - 1.0)) * up
                 w = hot / g.link_sum(hot).clamp_min(TINY)  # soft arg-max link weights, sum 1 per graph
-                sums = g.path_sum_links(torch.stack([w / capacity_bps, ur], dim=1))
-                price = sums[:, 0]  # soft "dual price" of a path: sum of w / c over its links
-                # Gradient of the soft MLU w.r.t. the path's split, relative to the MLU: d * sum(w/c) / m.
-                grad_rel = (d_path * price / g.path_value(g.graph_link_max(util).clamp_min(TINY))).clamp(max=10.0)
+                top_l = surge_rel.clamp_min(1.0e-12) ** (1.0 - SURGE_Q)
+                sums = g.path_sum_links(torch.stack([w / capacity_bps, ur, w / capacity_bps * top_l], dim=1))
+                # Soft indicator that the path is its link's largest flow, (f_p / surge_l)^(Q-1): the surge
+                # term's gradient, one more column of the path sums.
+                surge_price = h_path * f ** (SURGE_Q - 1.0) * sums[:, 2]
+                price = sums[:, 0] + surge_price  # soft "dual price" of a path
+                m_path = g.path_value(g.graph_link_max(eff).clamp_min(TINY))
+                # Gradient of the soft objective w.r.t. the path's split, relative to the current
+                # effective utilisation: d * price / m (+ the latency stretch term).
+                lat_rel = (lat_grad / m_path).clamp(max=10.0)
+                grad_rel = (d_path * price / m_path).clamp(max=10.0) + lat_rel
                 gbar = seg_sum(split * grad_rel, path_pair, g.P)[path_pair]
                 adv = grad_rel - gbar
                 bott = g.path_max_links(ur, floor=0.0)
@@ -213,15 +265,14 @@ class TEHead(nn.Module):
                 pmax = seg_max(price * (1.0 - path_down), path_pair, g.P)[path_pair].clamp_min(TINY)
                 price_rel = price / pmax
                 dyn = torch.stack([adv * 10.0, grad_rel * 10.0, bott, bott - bott_min, cross, mean_u,
-                                   split, price_rel.clamp(max=2.0), torch.full_like(split, t / max(R - 1, 1))], dim=1)
+                                   split, price_rel.clamp(max=2.0), torch.full_like(split, t / max(R - 1, 1)),
+                                   lat_rel * 10.0, surge_price / price.clamp_min(TINY)], dim=1)
                 feats = torch.cat([static, dyn], dim=1)
             step_mlp = torch.nn.functional.softplus(self.mlp_step[min(t, self.mlp_step.shape[0] - 1)])
             step_md = torch.nn.functional.softplus(self.md_step[min(t, self.md_step.shape[0] - 1)])
             z = z + step_mlp * self.refine_mlp(feats).squeeze(1) - step_md * 10.0 * adv
 
-        # Policy knob (not learned): policy[0] in [0, 1] biases towards low-latency candidates.
-        lat_bias = self.cfg.latency_policy_scale * policy[0] * static[:, 1]
-        split = self._softmax(z - lat_bias, g)
+        split = self._softmax(z, g)
         loads = self._loads(split, demand_bps, g)
         util = loads / capacity_bps * up
         if return_all:

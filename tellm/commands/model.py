@@ -90,6 +90,8 @@ def run_export(args) -> int:
     from tecore import compute_paths, generate, load_topology
 
     from tellm.inference.export import export_onnx, load_checkpoint, max_abs_diff_vs_torch, write_card
+    import numpy as np
+
     from tellm.inference.features import onnx_inputs
 
     if not args.checkpoint.exists():
@@ -104,9 +106,14 @@ def run_export(args) -> int:
     topo = load_topology(args.check_topology)
     paths = compute_paths(topo)
     tm = generate(topo, "gravity", 1, seed=0)[0]
-    diff = max_abs_diff_vs_torch(model, out, onnx_inputs(topo, paths, tm))
+    # One check per policy knob: the policy inputs take other branches of the graph.
+    checks = {label: max_abs_diff_vs_torch(model, out, onnx_inputs(topo, paths, tm, policy=np.array(vec, np.float32)))
+              for label, vec in (("min_mlu", [0, 0, 0, 0]), ("latency_aware(0.5)", [0.5, 0, 0, 0]),
+                                 ("headroom(0.3)", [0, 0.3, 0, 0]))}
+    diff = max(checks.values())
     if diff > 1e-4:
-        raise CLIError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (> 1e-4) on {topo.name}")
-    card = write_card(out, ckpt, {"export_check": {"topology": topo.name, "max_abs_diff_ort_cpu_vs_torch": diff}})
+        raise CLIError(f"ONNX Runtime differs from PyTorch by {diff:.3g} (> 1e-4) on {topo.name}: {checks}")
+    card = write_card(out, ckpt, {"export_check": {"topology": topo.name, "max_abs_diff_ort_cpu_vs_torch": diff,
+                                                   "per_policy": checks}})
     print(f"wrote {out} ({out.stat().st_size} bytes) and {card}; ORT CPU vs PyTorch max |diff| {diff:.2e}")
     return 0
