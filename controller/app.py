@@ -316,6 +316,8 @@ class TellmController(app_manager.OSKenApp):
                 self._do_resync()
                 if self._failover_pending:
                     self._failover()
+                if self._built is not None:  # discovery: new paths are ready; install and route now
+                    next_tick = min(next_tick, time.monotonic())
                 if time.monotonic() >= next_tick:
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
@@ -352,9 +354,9 @@ class TellmController(app_manager.OSKenApp):
 
     def _discover(self) -> None:
         """Discovery mode: once the discovered network has settled (or changed after that), candidate
-        paths are computed on a worker thread (so failover stays immediate meanwhile), and the next
-        interval installs the new topology and reroutes; the plan moves the switches make-before-break
-        from the old labels and groups to the new ones."""
+        paths are computed on a worker thread (so failover stays immediate meanwhile); when they are
+        ready the control loop installs the new topology and reroutes at once; the plan moves the
+        switches make-before-break from the old labels and groups to the new ones."""
         with self.lock:
             built, self._built = self._built, None
             if built is not None:

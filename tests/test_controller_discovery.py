@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tellm.controller.core import ControllerCore
 from tellm.controller.discovery import (
     DiscoveredNetwork,

@@ -260,9 +260,10 @@ def _discover_until_installed(app, polls=6):
 
 
 def test_app_without_topology_discovers_routes_and_rebuilds_on_a_new_switch():
-    from tecore import compute_paths
     from tellm.controller.discovery import TopologyDiscovery
     from tellm.controller.groups import LABEL_ALT_BASE
+
+    from tecore import compute_paths
 
     discovery = TopologyDiscovery(7e9, settle_polls=2,
                                   paths_for=lambda t: compute_paths(t, k=2, use_cache=False, workers=1))
