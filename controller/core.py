@@ -16,8 +16,8 @@ import numpy as np
 from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 
 from .counters import RateEstimator, counter_delta
-from .failure import mask_split, path_alive
 from .discovery import DiscoveredTopology, TopologyDiscovery
+from .failure import mask_split, path_alive
 from .groups import LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_state
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
@@ -161,10 +161,6 @@ class ControllerCore:
         log.warning("%d paths do not fit in the spare MPLS label space: labels are reused, packets in flight "
                     "during this update may be misdelivered", paths.num_paths)
         return LABEL_BASE
-
-    @property
-    def has_topology(self) -> bool:
-        return self.topo is not None
 
     # ------------------------------------------------------------------ discovery
     def link_up(self) -> np.ndarray:

@@ -251,3 +251,23 @@ def test_routing_input_of_discovered_topology_is_consistent():
     inp = core.routing_input(0.0, force=True)
     assert isinstance(inp, RoutingInput) and inp.demand_bps.shape == (12,)
     assert inp.link_up.sum() == 8
+
+
+# ------------------------------------------------------------------ CLI
+def _tellm(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tellm", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_topology_is_optional_and_bad_discovery_options_fail_cleanly():
+    r = _tellm("controller", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "--discovery-settle-seconds" in text and "optional: without it the topology is discovered" in text
+    assert "discovery.default_capacity_links" in text
+    for bad in (["--discovery-settle-seconds", "-1"], ["--default-capacity-bps", "0"], ["--k", "0"]):
+        r = _tellm("controller", "--of-port", "1", "--api-port", "0", "--metrics-port", "0", *bad)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert bad[0] in r.stderr, r.stderr
