@@ -189,9 +189,13 @@ class TellmController(app_manager.OSKenApp):
                 continue
             dp.send_msg(ofmsgs.packet_out(dp, port, ofmsgs.lldp_frame(dp.id, port, hw)))
 
+    def _probe_fast(self) -> bool:
+        with self.lock:  # discovery state is written by the event thread
+            return self.core.probe_fast()
+
     def _lldp_loop(self):
         # Probe fast while declared links are still missing (switches connect one by one), slowly after.
-        while not self._stop.wait(1.0 if self.core.probe_fast() else LLDP_PERIOD_SECONDS):
+        while not self._stop.wait(1.0 if self._probe_fast() else LLDP_PERIOD_SECONDS):
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
 

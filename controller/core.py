@@ -130,6 +130,8 @@ class ControllerCore:
         self.topo, self.paths, self.node_dpid = topo, paths, dpids
         self.dpid_node = {int(d): i for i, d in enumerate(dpids)}
         self.link_names = [topo.link_name(i) for i in range(L)]
+        if self.topo is not None:
+            self.metrics.forget_links()  # series of links of the replaced topology
         old = self.disc
         self.disc = _Discovery(ports[0], ports[1], old.port_down, old.connected, old.undeclared)
         self._fresh_state(topo)
@@ -229,10 +231,9 @@ class ControllerCore:
         built = self.discovery.installed
         if lid is None or built is None or (src_port, dst_port) != (int(built.wire_src_port[lid]),
                                                                     int(built.wire_dst_port[lid])):
-            if new:  # expected while the network is first learnt; worth a warning once it routes
-                log.log(logging.INFO if built is None else logging.WARNING,
-                        "discovered link dpid %d port %d -> dpid %d port %d; the topology is rebuilt once "
-                        "discovery settles", src_dpid, src_port, dst_dpid, dst_port)
+            if new and built is not None:  # while the network is first learnt this is expected (the app logs it)
+                log.warning("discovered link dpid %d port %d -> dpid %d port %d; the topology is rebuilt once "
+                            "discovery settles", src_dpid, src_port, dst_dpid, dst_port)
             return new
         if int(self.disc.link_port[lid]) == src_port:
             return False

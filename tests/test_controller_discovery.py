@@ -219,9 +219,12 @@ def test_core_installs_a_discovered_topology_and_replaces_it_make_before_break()
     _connect(core, [(4, 15, 5, 14)])
     built2 = _settle(core)
     assert built2.topo.nodes == ("s1", "s2", "s3", "s4", "s5")
+    assert 'link="s1->s2"' in _metrics(core)
     core.install_discovered(built2, built_paths(built2))
     assert core.label_base == LABEL_ALT_BASE and core.routing is None and core.hosts == hosts_before
+    assert 'link="s1->s2"' not in _metrics(core)  # per-link series of the replaced topology are dropped
     plan = _route(core)
+    assert 'link="s4->s5"' in _metrics(core)
     kinds = [op.kind for op in plan.ops]
     # Make-before-break: no label the old groups push is rewritten; old labels go only at the end.
     assert OpKind.MODIFY_LABEL not in kinds
@@ -235,6 +238,12 @@ def test_core_installs_a_discovered_topology_and_replaces_it_make_before_break()
     state = core.state_json()
     assert len(state["groups"]) == 20 and state["discovery"]["topology_key"] == built2.key
     assert all(p["label"] >= LABEL_ALT_BASE for paths in state["groups"].values() for p in paths)
+
+
+def _metrics(core) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(core.metrics.registry).decode()
 
 
 def built_paths(built):
