@@ -267,7 +267,8 @@ def _tellm(*args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "tellm", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tellm", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_cli_topology_is_optional_and_bad_discovery_options_fail_cleanly():
@@ -280,3 +281,38 @@ def test_cli_topology_is_optional_and_bad_discovery_options_fail_cleanly():
         r = _tellm("controller", "--of-port", "1", "--api-port", "0", "--metrics-port", "0", *bad)
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
         assert bad[0] in r.stderr, r.stderr
+
+
+def test_model_router_registers_each_discovered_topology_with_a_real_inference_server(tmp_path):
+    """The model router talks to a real in-process inference service (equal-split reference model):
+    the first discovered topology is registered, a rebuilt one is registered again (new version)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from inference_support import RunningServer
+    from tellm.controller.routers import ModelRouter
+    from tellm.inference.reference_model import write_equal_split_model
+
+    srv = RunningServer(write_equal_split_model(tmp_path / "reference.onnx"))
+    try:
+        router = ModelRouter(srv.address, timeout_seconds=10.0)
+        core = ControllerCore(None, None, None, router, discovery=TopologyDiscovery(10e9, settle_polls=1))
+        _connect(core, DIAMOND)
+        built = _settle(core)
+        core.install_discovered(built, built_paths(built))
+        inp = core.routing_input(0.0, force=True)
+        r = router.route(inp)
+        assert r.router == "model" and r.split.shape == (core.paths.num_paths,)
+        first = router._handle
+        _connect(core, [(4, 15, 5, 14)])
+        built2 = _settle(core)
+        core.install_discovered(built2, built_paths(built2))
+        inp = core.routing_input(0.0, force=True)
+        r = router.route(inp)
+        assert r.split.shape == (core.paths.num_paths,) and core.paths.num_paths > 24
+        assert router._handle.topology_id == first.topology_id and router._handle.version > first.version
+        plan = core.apply_routing(r, inp, 0.0)
+        assert plan.group_updates == 20
+    finally:
+        srv.stop()

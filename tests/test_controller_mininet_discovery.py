@@ -203,7 +203,7 @@ def test_new_cable_rebuilds_the_topology_and_keeps_everyone_connected(discovered
     state = _settled_state(discovered)
     assert _check_switches_hold_the_plan(discovered, state) == 12
     # The old labels are gone from every switch (make-before-break finished, nothing left behind).
-    lo, hi = sorted([old_base, state["discovery"]["label_base"]])
+    hi = max(old_base, state["discovery"]["label_base"])
     for s in cn.SWITCHES:
         labels = [int(x) for x in re.findall(r"mpls_label=(\d+)", cn.ofctl("dump-flows", s))]
         assert labels and all((x >= hi) == (state["discovery"]["label_base"] == hi) for x in labels), (s, labels)
