@@ -24,10 +24,11 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
 from os_ken.lib.packet import arp, ethernet, ipv4, packet
-from os_ken.ofproto import ether, ofproto_v1_5
+from os_ken.ofproto import ether, ofproto_v1_5, ofproto_v1_5_parser
 
 from . import ofmsgs
 from .core import ControllerCore, subnet_dpid
+from .discovery import port_speed_bps
 from .planner import OpKind, Plan
 
 log = logging.getLogger("tellm.controller")
@@ -43,6 +44,14 @@ _DRAINED_KINDS = frozenset({OpKind.DELETE_GROUP, OpKind.DELETE_LABEL})
 LLDP_PERIOD_SECONDS = 5.0
 #: Realised splits are read from group counters only on networks this small (one group per pair).
 GROUP_STATS_MAX_NODES = 60
+
+
+def _speed_bps(port) -> float:
+    """Speed of an OpenFlow 1.5 port description from its ethernet property (0.0 = unknown)."""
+    for prop in getattr(port, "properties", None) or ():
+        if isinstance(prop, ofproto_v1_5_parser.OFPPortDescPropEthernet):
+            return port_speed_bps(prop.curr_speed, prop.max_speed)
+    return 0.0
 
 
 class TellmController(app_manager.OSKenApp):
@@ -63,6 +72,8 @@ class TellmController(app_manager.OSKenApp):
         self._wake = threading.Event()  # wake the control loop early (failover, resync)
         self._failover_pending = False
         self._resync: set[int] = set()  # switches to wipe and reinstall (connect, error)
+        self._builder: threading.Thread | None = None  # discovery: computing candidate paths
+        self._built: tuple | None = None  # discovery: (DiscoveredTopology, PathSet) ready to install
         self._threads: list = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,7 +93,7 @@ class TellmController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev):
         dp = ev.msg.datapath
-        if dp.id not in self.core.dpid_node:
+        if not self.core.accepts_switch(dp.id):
             log.warning("switch dpid=%d is not in the topology; ignoring it", dp.id)
             return
         with self.lock:
@@ -123,6 +134,7 @@ class TellmController(app_manager.OSKenApp):
                 self.ports[dp.id][p.port_no] = p.hw_addr
                 down = bool(p.state & ofp.OFPPS_LINK_DOWN) or bool(p.config & ofp.OFPPC_PORT_DOWN)
                 self.core.port_state(dp.id, p.port_no, up=not down)
+                self.core.port_speed(dp.id, p.port_no, _speed_bps(p))
         # This switch's LLDP rule is in place now (the switch answers in order): probe from every
         # switch so that links towards it are found at once, not at the next periodic probe.
         for other in list(self.datapaths.values()):
@@ -139,6 +151,7 @@ class TellmController(app_manager.OSKenApp):
                 self.ports[dp.id].pop(p.port_no, None)
             elif p.port_no <= ofp.OFPP_MAX:
                 self.ports[dp.id][p.port_no] = p.hw_addr
+                self.core.port_speed(dp.id, p.port_no, _speed_bps(p))
             changed = self.core.port_state(dp.id, p.port_no, up=not down)
             if changed:
                 log.warning("dpid=%d port %d is %s", dp.id, p.port_no, "down" if down else "up")
@@ -176,9 +189,13 @@ class TellmController(app_manager.OSKenApp):
                 continue
             dp.send_msg(ofmsgs.packet_out(dp, port, ofmsgs.lldp_frame(dp.id, port, hw)))
 
+    def _probe_fast(self) -> bool:
+        with self.lock:  # discovery state is written by the event thread
+            return self.core.probe_fast()
+
     def _lldp_loop(self):
         # Probe fast while declared links are still missing (switches connect one by one), slowly after.
-        while not self._stop.wait(1.0 if self.core.missing_links() else LLDP_PERIOD_SECONDS):
+        while not self._stop.wait(1.0 if self._probe_fast() else LLDP_PERIOD_SECONDS):
             for dp in list(self.datapaths.values()):
                 self._send_lldp(dp)
 
@@ -303,12 +320,15 @@ class TellmController(app_manager.OSKenApp):
                 self._do_resync()
                 if self._failover_pending:
                     self._failover()
+                if self._built is not None:  # discovery: new paths are ready; install and route now
+                    next_tick = min(next_tick, time.monotonic())
                 if time.monotonic() >= next_tick:
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
                     if self._stop.wait(min(0.25, self.poll / 4)):
                         break
                     self._do_resync()
+                    self._discover()
                     self.tick()
                     next_tick = max(next_tick + self.poll, time.monotonic())
             except Exception:
@@ -322,7 +342,7 @@ class TellmController(app_manager.OSKenApp):
             try:
                 dp.send_msg(ofmsgs.port_stats_request(dp))
                 dp.send_msg(ofmsgs.class_stats_request(dp))
-                if self.core.topo.num_nodes <= GROUP_STATS_MAX_NODES:
+                if self.core.topo is not None and self.core.topo.num_nodes <= GROUP_STATS_MAX_NODES:
                     dp.send_msg(ofmsgs.group_stats_request(dp))
             except Exception as exc:  # a switch that just went away
                 log.debug("stats request to dpid=%s failed: %s", dp.id, exc)
@@ -335,6 +355,35 @@ class TellmController(app_manager.OSKenApp):
                 if dp is not None and self.core.switch_connected(dpid):
                     self._reset_switch(dp)
                     self._force.set()
+
+    def _discover(self) -> None:
+        """Discovery mode: once the discovered network has settled (or changed after that), candidate
+        paths are computed on a worker thread (so failover stays immediate meanwhile); when they are
+        ready the control loop installs the new topology and reroutes at once; the plan moves the
+        switches make-before-break from the old labels and groups to the new ones."""
+        with self.lock:
+            built, self._built = self._built, None
+            if built is not None:
+                self.core.install_discovered(*built)
+                self._force.set()
+            if self._builder is not None and self._builder.is_alive():
+                return
+            cand = self.core.discovery_poll()
+        if cand is not None:
+            self._builder = threading.Thread(target=self._build_paths, args=(cand,), name="tellm-paths", daemon=True)
+            self._builder.start()
+
+    def _build_paths(self, cand) -> None:
+        t0 = time.perf_counter()
+        try:
+            paths = self.core.discovery.paths_for(cand.topo)
+        except Exception:
+            log.exception("candidate paths for the discovered topology failed; keeping the installed one")
+            return
+        log.info("candidate paths for %d switches computed in %.2f s", cand.topo.num_nodes, time.perf_counter() - t0)
+        with self.lock:
+            self._built = (cand, paths)
+        self._wake.set()
 
     def tick(self) -> Plan | None:
         """One control interval: estimate, route, plan, execute (called on the control loop thread)."""

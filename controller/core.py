@@ -16,8 +16,9 @@ import numpy as np
 from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 
 from .counters import RateEstimator, counter_delta
+from .discovery import DiscoveredTopology, TopologyDiscovery
 from .failure import mask_split, path_alive
-from .groups import desired_state
+from .groups import LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_state
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
 from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
@@ -68,38 +69,100 @@ class _Discovery:
     undeclared: set[tuple[int, int, int, int]] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class _FrozenGroups:
+    """What groups_json needs, frozen with a snapshot."""
+
+    topo: Topology
+    paths: PathSet
+    node_dpid: np.ndarray
+    label_base: int
+    weights: np.ndarray
+    alive: np.ndarray
+    gid_of: dict
+    realised: dict
+
+
 class ControllerCore:
-    def __init__(self, topo: Topology, paths: PathSet, node_dpid: dict[str, int], router,
-                 metrics: Metrics | None = None, config: ControllerConfig = ControllerConfig()):
-        missing = [n for n in topo.nodes if n not in node_dpid]
-        if missing:
-            raise ValueError(f"no datapath id for node(s) {missing[:5]} (give 'dpids:' in the topology YAML)")
-        self.topo, self.paths, self.router, self.config = topo, paths, router, config
+    """``topo``/``paths``/``node_dpid`` from a topology file; or all None with ``discovery`` set, in which
+    case the topology is learnt from the switches and installed later (``install_topology``)."""
+
+    def __init__(self, topo: Topology | None, paths: PathSet | None, node_dpid: dict[str, int] | None, router,
+                 metrics: Metrics | None = None, config: ControllerConfig = ControllerConfig(),
+                 discovery: TopologyDiscovery | None = None):
+        if topo is None and discovery is None:
+            raise ValueError("give a topology or enable discovery")
+        self.router, self.config, self.discovery = router, config, discovery
         self.metrics = metrics or Metrics()
-        self.node_dpid = np.array([int(node_dpid[n]) for n in topo.nodes], dtype=np.int64)
-        if len(set(self.node_dpid.tolist())) != topo.num_nodes:
-            raise ValueError("two nodes share a datapath id")
-        self.dpid_node = {int(d): i for i, d in enumerate(self.node_dpid)}
-        L = topo.num_links
-        self.link_names = [topo.link_name(i) for i in range(L)]
-        self.disc = _Discovery(np.full(L, -1, dtype=np.int64), np.full(L, -1, dtype=np.int64))
-        self.link_rates = RateEstimator(L, max_rate=topo.capacity_bps / 8 * 4)
-        self.tm = TMEstimator(topo.num_nodes, alpha=config.ewma_alpha, history=config.history)
         self.installed = Installed()
         self.hosts: dict[str, Host] = {}
-        self.routing: Routing | None = None
         self.routing_time: float | None = None
-        self.weights: np.ndarray | None = None
-        self._routed_tm: np.ndarray | None = None
-        self._routed_link_up: np.ndarray | None = None
         self.snapshot: dict = {}
         self.loops = 0
         self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
+        self.plans_done = 0
+        self.topo: Topology | None = None
+        self.paths: PathSet | None = None
+        self.node_dpid = np.zeros(0, dtype=np.int64)
+        self.dpid_node: dict[int, int] = {}
+        self.link_names: list[str] = []
+        self.label_base = LABEL_BASE
+        self.disc = _Discovery(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        self._fresh_state(None)
+        if topo is not None:
+            self.install_topology(topo, paths, node_dpid)
+
+    def install_topology(self, topo: Topology, paths: PathSet, node_dpid: dict[str, int],
+                         link_port: np.ndarray | None = None, link_dst_port: np.ndarray | None = None) -> None:
+        """(Re)build everything indexed by node, link or path. Kept: switches, port states, hosts and
+        what is installed on the switches, so the next plan moves the network make-before-break from
+        the old routing to the new one. Measurements restart (rates need two new counter readings)."""
+        missing = [n for n in topo.nodes if n not in node_dpid]
+        if missing:
+            raise ValueError(f"no datapath id for node(s) {missing[:5]} (give 'dpids:' in the topology YAML)")
+        dpids = np.array([int(node_dpid[n]) for n in topo.nodes], dtype=np.int64)
+        if len(set(dpids.tolist())) != topo.num_nodes:
+            raise ValueError("two nodes share a datapath id")
+        L = topo.num_links
+        ports = [np.full(L, -1, dtype=np.int64) if p is None else np.asarray(p, dtype=np.int64).copy()
+                 for p in (link_port, link_dst_port)]
+        self.label_base = self._next_label_base(paths)
+        self.topo, self.paths, self.node_dpid = topo, paths, dpids
+        self.dpid_node = {int(d): i for i, d in enumerate(dpids)}
+        self.link_names = [topo.link_name(i) for i in range(L)]
+        if self.topo is not None:
+            self.metrics.forget_links()  # series of links of the replaced topology
+        old = self.disc
+        self.disc = _Discovery(ports[0], ports[1], old.port_down, old.connected, old.undeclared)
+        self._fresh_state(topo)
+
+    def _fresh_state(self, topo: Topology | None) -> None:
+        """Measurements and routing of a (new) topology; none of it carries over to another one."""
+        self.link_rates = None if topo is None else RateEstimator(topo.num_links, max_rate=topo.capacity_bps / 8 * 4)
+        self.tm = None if topo is None else TMEstimator(topo.num_nodes, alpha=self.config.ewma_alpha,
+                                                        history=self.config.history)
+        self.routing: Routing | None = None
+        self.weights: np.ndarray | None = None
+        self._routed_tm: np.ndarray | None = None
+        self._routed_link_up: np.ndarray | None = None
         #: (dpid, group id) -> (time, bucket byte counters) and -> realised share of each bucket
         self._bucket_bytes: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
         self.realised: dict[tuple[int, int], np.ndarray] = {}
-        self.plans_done = 0
         self._last_stranded = 0
+
+    def _next_label_base(self, paths: PathSet) -> int:
+        """Labels of a new path set: the label space the installed labels do not use, so that old
+        groups keep valid labels until the planner deletes them (make-before-break across a rebuild)."""
+        if self.installed.state.label_keys.size == 0 or self.paths is None:
+            return LABEL_BASE
+        other = LABEL_ALT_BASE if self.label_base == LABEL_BASE else LABEL_BASE
+        old_lo, old_hi = self.label_base, self.label_base + self.paths.num_paths
+        new_lo, new_hi = other, other + paths.num_paths
+        if (new_hi <= old_lo or old_hi <= new_lo) and new_hi <= MAX_LABEL:
+            return other
+        log.warning("%d paths do not fit in the spare MPLS label space: labels are reused, packets in flight "
+                    "during this update may be misdelivered", paths.num_paths)
+        return LABEL_BASE
 
     # ------------------------------------------------------------------ discovery
     def link_up(self) -> np.ndarray:
@@ -114,16 +177,23 @@ class ControllerCore:
             up &= ~down
         return up.astype(np.float64)
 
+    def accepts_switch(self, dpid: int) -> bool:
+        """In the topology file, or any switch when discovering."""
+        return dpid in self.dpid_node or self.discovery is not None
+
     def switch_connected(self, dpid: int) -> bool:
         """A switch (re)connected; its state will be reinstalled. False if it is not in the topology."""
-        if dpid not in self.dpid_node:
+        if not self.accepts_switch(dpid):
             log.warning("switch dpid=%d is not in the topology; ignoring it", dpid)
             return False
+        if self.discovery is not None:
+            self.discovery.net.add_switch(dpid)
         self.disc.connected.add(dpid)
         self.installed.forget_switch(dpid)
-        n = self.dpid_node[dpid]
-        self.tm.forget(np.full(self.topo.num_nodes, n), np.arange(self.topo.num_nodes))
-        self.link_rates.forget(np.flatnonzero(self.topo.src == n))
+        n = self.dpid_node.get(dpid)
+        if n is not None:
+            self.tm.forget(np.full(self.topo.num_nodes, n), np.arange(self.topo.num_nodes))
+            self.link_rates.forget(np.flatnonzero(self.topo.src == n))
         self.disc.port_down = {k for k in self.disc.port_down if k[0] != dpid}
         return True
 
@@ -135,6 +205,8 @@ class ControllerCore:
         """An LLDP probe sent on (src_dpid, src_port) came in at (dst_dpid, dst_port). True if new."""
         u, v = self.dpid_node.get(src_dpid), self.dpid_node.get(dst_dpid)
         lid = self.topo.link_index.get((u, v)) if u is not None and v is not None else None
+        if self.discovery is not None:
+            return self._link_observed(lid, src_dpid, src_port, dst_dpid, dst_port)
         if lid is None:
             key = (src_dpid, src_port, dst_dpid, dst_port)
             if key not in self.disc.undeclared:
@@ -151,6 +223,51 @@ class ControllerCore:
         self.link_rates.forget(np.array([lid]))
         return True
 
+    def _link_observed(self, lid: int | None, src_dpid: int, src_port: int, dst_dpid: int, dst_port: int) -> bool:
+        """Discovery mode: every probe is an observation. A link of the installed topology comes up
+        when a probe crosses its wire; anything else (a new link, another wire between two linked
+        switches, a recabled port) changes the candidate topology and waits for the settled rebuild."""
+        new = self.discovery.net.add_link(src_dpid, src_port, dst_dpid, dst_port)
+        built = self.discovery.installed
+        if lid is None or built is None or (src_port, dst_port) != (int(built.wire_src_port[lid]),
+                                                                    int(built.wire_dst_port[lid])):
+            if new and built is not None:  # while the network is first learnt this is expected (the app logs it)
+                log.warning("discovered link dpid %d port %d -> dpid %d port %d; the topology is rebuilt once "
+                            "discovery settles", src_dpid, src_port, dst_dpid, dst_port)
+            return new
+        if int(self.disc.link_port[lid]) == src_port:
+            return False
+        self.disc.link_port[lid], self.disc.link_dst_port[lid] = src_port, dst_port
+        self.link_rates.forget(np.array([lid]))
+        return True
+
+    def port_speed(self, dpid: int, port: int, speed_bps: float) -> None:
+        """A port's speed from its description (0 = unknown); discovered links take their capacity from it."""
+        if self.discovery is not None:
+            self.discovery.net.set_port_speed(dpid, port, speed_bps)
+
+    def discovery_poll(self) -> DiscoveredTopology | None:
+        """Once per interval in discovery mode: a settled, changed topology to build paths for, else None."""
+        return None if self.discovery is None else self.discovery.poll()
+
+    def install_discovered(self, built: DiscoveredTopology, paths: PathSet) -> None:
+        change = self.discovery.install(built)
+        self.install_topology(built.topo, paths, built.node_dpid, built.link_port, built.link_dst_port)
+        log.warning("discovered topology installed: %d switches, %d links, %d candidate paths (%s)",
+                    built.topo.num_nodes, built.topo.num_links, paths.num_paths, change.describe())
+        if built.defaulted:
+            log.warning("no port speed for %d link(s) (e.g. %s): their capacity is the default %.3g bit/s",
+                        len(built.defaulted), built.defaulted[0], self.discovery.default_capacity_bps)
+        if built.one_way:
+            log.warning("%d link(s) not yet crossed by LLDP although their reverse was (e.g. %s): down until a "
+                        "probe crosses them", len(built.one_way), built.one_way[0])
+        if built.left_out:
+            log.warning("switch(es) %s are not linked to the rest of the network; not routed yet",
+                        list(built.left_out)[:8])
+        if built.parallel:
+            log.warning("%d extra wire(s) between already linked switches are not used (e.g. %s)",
+                        len(built.parallel), built.parallel[0])
+
     def port_state(self, dpid: int, port: int, up: bool) -> bool:
         """Port status from a switch. True if it changed the state of a link."""
         key = (dpid, port)
@@ -162,6 +279,8 @@ class ControllerCore:
         return was_down == up and self.is_link_port(dpid, port)
 
     def is_link_port(self, dpid: int, port: int) -> bool:
+        if self.discovery is not None and self.discovery.net.is_link_port(dpid, port):
+            return True
         n = self.dpid_node.get(dpid)
         if n is None:
             return False
@@ -169,13 +288,19 @@ class ControllerCore:
         return bool(np.any((self.topo.src == n) & (d.link_port == port)) or
                     np.any((self.topo.dst == n) & (d.link_dst_port == port)))
 
+    def probe_fast(self) -> bool:
+        """LLDP probes go out every second while links are missing or discovery has not settled."""
+        return bool(self.missing_links()) or (self.discovery is not None and not self.discovery.settled)
+
     def missing_links(self) -> list[str]:
         return [self.link_names[i] for i in np.flatnonzero(self.disc.link_port < 0)]
 
     # ------------------------------------------------------------------ hosts
     def learn_host(self, ip: str, mac: str, dpid: int, port: int) -> bool:
         """True when the host is new or moved (its delivery flow must be (re)installed)."""
-        if dpid not in self.dpid_node or self.is_link_port(dpid, port):
+        if dpid not in self.dpid_node and not (self.discovery is not None and dpid in self.disc.connected):
+            return False
+        if self.is_link_port(dpid, port):
             return False
         h = Host(ip, mac, dpid, port)
         if self.hosts.get(ip) == h:
@@ -230,7 +355,10 @@ class ControllerCore:
         return tm[self.paths.pairs[:, 0], self.paths.pairs[:, 1]]
 
     def routing_input(self, now: float, force: bool = False) -> RoutingInput | None:
-        """The router's input for this interval, or None when the last routing still holds."""
+        """The router's input for this interval, or None when the last routing still holds (or there
+        is no topology yet)."""
+        if self.topo is None:
+            return None
         tm = self.tm.snapshot(now).demand_bps
         up = self.link_up()
         self._update_measurements(tm)
@@ -266,7 +394,7 @@ class ControllerCore:
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
         w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
-        desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port)
+        desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port, self.label_base)
         desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
         return plan_update(self.installed, desired)
 
@@ -294,29 +422,42 @@ class ControllerCore:
 
     def make_snapshot(self) -> dict:
         """What GET /state serves (see state_json), frozen at the end of an interval."""
+        snap = {
+            "topology": {"name": None, "nodes": [], "dpids": [], "links": [],
+                         "connected_switches": sorted(self.disc.connected),
+                         "undeclared_links": [list(k) for k in sorted(self.disc.undeclared)]},
+            "discovery": self._discovery_json(),
+            "hosts": [{"ip": h.ip, "mac": h.mac, "dpid": h.dpid, "port": h.port} for h in self.hosts.values()],
+            "traffic_matrix_bps": [], "traffic_matrix_total_bps": 0.0, "mlu": 0.0, "predicted_mlu": None,
+            "shortest_path_mlu": None, "link_utilization": {}, "link_throughput_bps": {},
+            "router": None, "router_configured": getattr(self.router, "name", str(self.router)),
+            "last_routing_time": self.routing_time, "routing_seconds": None, "loops": self.loops,
+            "_groups": None,  # expanded by state_json
+            "time": time.time(),
+        }
+        if self.topo is None:  # discovery has not settled yet
+            return snap
         topo, up = self.topo, self.link_up()
         thr = self.link_throughput_bps()
         util = thr / topo.capacity_bps
         tm = self.tm.matrix()
         # Per-pair groups are expanded only when someone reads them (state_json): building dicts for
-        # every path of a large network each interval would dominate the control loop.
+        # every path of a large network each interval would dominate the control loop. The topology
+        # and paths are frozen with them (a discovered topology may be replaced meanwhile).
         inst = self.installed
         gid_of = dict(zip(inst.state.group_keys.tolist(), inst.group_ids.tolist()))
-        frozen = None if self.weights is None else (self.weights, path_alive(self.paths, up), gid_of,
-                                                     dict(self.realised))
+        frozen = None if self.weights is None else _FrozenGroups(
+            topo, self.paths, self.node_dpid, self.label_base, self.weights, path_alive(self.paths, up), gid_of,
+            dict(self.realised))
         r = self.routing
         demand = self.pair_demand_bps(tm)
         sp = shortest_path_split(topo, self.paths, topo.weight + 1e9 * (up <= 0.5))
-        return {
-            "topology": {
-                "name": topo.name, "nodes": list(topo.nodes), "dpids": [int(x) for x in self.node_dpid],
-                "links": [{"id": i, "name": self.link_names[i], "src": topo.nodes[topo.src[i]],
-                           "dst": topo.nodes[topo.dst[i]], "capacity_bps": float(topo.capacity_bps[i]),
-                           "port": int(self.disc.link_port[i]), "up": bool(up[i])} for i in range(topo.num_links)],
-                "connected_switches": sorted(self.disc.connected),
-                "undeclared_links": [list(k) for k in sorted(self.disc.undeclared)],
-            },
-            "hosts": [{"ip": h.ip, "mac": h.mac, "dpid": h.dpid, "port": h.port} for h in self.hosts.values()],
+        snap["topology"].update({
+            "name": topo.name, "nodes": list(topo.nodes), "dpids": [int(x) for x in self.node_dpid],
+            "links": [{"id": i, "name": self.link_names[i], "src": topo.nodes[topo.src[i]],
+                       "dst": topo.nodes[topo.dst[i]], "capacity_bps": float(topo.capacity_bps[i]),
+                       "port": int(self.disc.link_port[i]), "up": bool(up[i])} for i in range(topo.num_links)]})
+        snap.update({
             "traffic_matrix_bps": tm.tolist(),
             "traffic_matrix_total_bps": float(tm.sum()),
             "mlu": float(np.max(util, initial=0.0)),
@@ -325,36 +466,51 @@ class ControllerCore:
             "link_utilization": dict(zip(self.link_names, util.tolist())),
             "link_throughput_bps": dict(zip(self.link_names, thr.tolist())),
             "router": None if r is None else r.router,
-            "router_configured": getattr(self.router, "name", str(self.router)),
-            "last_routing_time": self.routing_time,
             "routing_seconds": None if r is None else r.seconds,
-            "loops": self.loops,
-            "_groups": frozen,  # expanded by state_json
-            "time": time.time(),
+            "_groups": frozen,
+        })
+        return snap
+
+    def _discovery_json(self) -> dict:
+        d = self.discovery
+        if d is None:
+            return {"mode": "file"}
+        built = d.installed
+        return {
+            "mode": "discovered", "settled": d.settled, "settle_polls": d.settle_polls,
+            "switches": sorted(d.net.switches),
+            "lldp_links": [[a, p, b, q] for (a, p), (b, q) in sorted(d.net.links.items())],
+            "default_capacity_bps": d.default_capacity_bps,
+            "default_capacity_links": [] if built is None else list(built.defaulted),
+            "one_way_links": [] if built is None else built.one_way,
+            "unlinked_switches": [] if built is None else list(built.left_out),
+            "topology_key": None if built is None else built.key,
+            "label_base": self.label_base,
         }
 
-    def groups_json(self, frozen) -> dict:
+    @staticmethod
+    def groups_json(frozen: _FrozenGroups | None) -> dict:
         """{"s->d": [{path, label, weight, split, alive, realised}]} for the weights of one snapshot.
 
         ``realised``: the share of the bucket's bytes in the last polling interval, read from the
         switch's group counters (None when the path has no bucket or the group carried nothing)."""
         if frozen is None:
             return {}
-        weights, alive, gid_of, realised = frozen
-        topo, paths = self.topo, self.paths
+        topo, paths, node_dpid, weights, alive = frozen.topo, frozen.paths, frozen.node_dpid, frozen.weights, frozen.alive
         split = weights_to_split(weights, paths.pair_ptr)
         out = {}
         for p in range(paths.num_pairs):
             a, b = paths.pair_ptr[p], paths.pair_ptr[p + 1]
-            s_dp, d_dp = int(self.node_dpid[paths.pairs[p, 0]]), int(self.node_dpid[paths.pairs[p, 1]])
-            gid = gid_of.get((s_dp << 32) | d_dp)
-            shares = realised.get((s_dp, gid)) if gid is not None else None
+            s, d = paths.pairs[p]
+            s_dp, d_dp = int(node_dpid[s]), int(node_dpid[d])
+            gid = frozen.gid_of.get((s_dp << 32) | d_dp)
+            shares = frozen.realised.get((s_dp, gid)) if gid is not None else None
             active = [j for j in range(a, b) if weights[j] > 0]
             if shares is not None and len(shares) != len(active):
                 shares = None  # counters of an older group layout
             bucket = {j: i for i, j in enumerate(active)}
-            out[self._pair_name(p)] = [
-                {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": j + 16,
+            out[f"{topo.nodes[s]}->{topo.nodes[d]}"] = [
+                {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": j + frozen.label_base,
                  "weight": int(weights[j]), "split": float(split[j]), "alive": bool(alive[j]),
                  "realised": None if shares is None or j not in bucket else float(shares[bucket[j]])}
                 for j in range(a, b)]

@@ -21,6 +21,9 @@ from tecore import PathSet, Topology
 LABEL_BASE = 16
 #: Largest MPLS label (20 bits): path sets up to ~1M paths.
 MAX_LABEL = (1 << 20) - 1
+#: Second label space: a new path set (discovered topology changed) takes the half the installed
+#: one does not use, so that old and new labels never collide while both are installed.
+LABEL_ALT_BASE = 1 << 19
 #: Label action meaning "pop and deliver locally" (egress switch).
 POP = -1
 
@@ -118,8 +121,8 @@ def path_label(path_index):
 
 
 def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid: np.ndarray,
-                  link_port: np.ndarray) -> DesiredState:
-    """Flows and groups for integer ``weights`` [Np] (vectorised).
+                  link_port: np.ndarray, label_base: int = LABEL_BASE) -> DesiredState:
+    """Flows and groups for integer ``weights`` [Np] (vectorised); path j has label ``label_base + j``.
 
     ``node_dpid`` [N]: datapath id of each node; ``link_port`` [L]: OpenFlow port of each link on its
     source switch (-1 = not discovered). A path with weight > 0 over an undiscovered port is an error:
@@ -130,8 +133,8 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     link_port = np.asarray(link_port, dtype=np.int64)
     if weights.shape != (paths.num_paths,):
         raise ValueError(f"weights has shape {weights.shape}, expected ({paths.num_paths},)")
-    if paths.num_paths + LABEL_BASE > MAX_LABEL:
-        raise ValueError(f"{paths.num_paths} paths do not fit in 20-bit MPLS labels")
+    if paths.num_paths + label_base > MAX_LABEL:
+        raise ValueError(f"{paths.num_paths} paths do not fit in 20-bit MPLS labels from {label_base}")
     # Work on the link entries of active paths only (most paths carry nothing under LP/ECMP routing).
     act = np.flatnonzero(weights > 0)
     hops = paths.path_hops[act]
@@ -147,8 +150,8 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     last = np.cumsum(hops) - 1
     # Transit hops (every link of an active path after the first) and the egress pop.
     t = ~first
-    keys = np.concatenate([label_key(node_dpid[topo.src[links[t]]], entry_path[t] + LABEL_BASE),
-                           label_key(node_dpid[topo.dst[links[last]]], act + LABEL_BASE)])
+    keys = np.concatenate([label_key(node_dpid[topo.src[links[t]]], entry_path[t] + label_base),
+                           label_key(node_dpid[topo.dst[links[last]]], act + label_base)])
     ports = np.concatenate([link_port[links[t]], np.full(act.size, POP, dtype=np.int64)])
     order = np.argsort(keys)  # keys are unique: no stable sort needed (3x faster)
     keys, ports = keys[order], ports[order]
@@ -161,4 +164,4 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     gk, grows = gk[order], act[order]
     uniq, start = np.unique(gk, return_index=True)
     return DesiredState(keys, ports, uniq, np.concatenate([start, [gk.size]]).astype(np.int64),
-                        grows + LABEL_BASE, link_port[paths.path_links[paths.path_ptr[grows]]], weights[grows])
+                        grows + label_base, link_port[paths.path_links[paths.path_ptr[grows]]], weights[grows])

@@ -40,6 +40,11 @@ class Metrics:
             self.link_utilization.labels(link=name).set(float(u))
             self.link_throughput.labels(link=name).set(float(t))
 
+    def forget_links(self) -> None:
+        """Drop every per-link series (the topology was replaced; its link names may be gone)."""
+        self.link_utilization.clear()
+        self.link_throughput.clear()
+
     def set_router(self, name: str) -> None:
         if name == self._router:
             return

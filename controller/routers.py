@@ -139,17 +139,22 @@ class ModelRouter:
 class FallbackRouter:
     """Primary router with the fallback chain; ``on_fallback(reason)`` counts each fallback."""
 
-    def __init__(self, primary: Router, num_nodes: int, keep_last_seconds: float = 5.0,
+    def __init__(self, primary: Router, num_nodes: int | None, keep_last_seconds: float = 5.0,
                  slow_seconds: float | None = None, on_fallback: Callable[[str], None] | None = None):
         self.primary = primary
         self.name = primary.name
-        self.secondary: Router = LPRouter() if num_nodes <= LP_FALLBACK_MAX_NODES else ECMPRouter()
         self.last_resort = ECMPRouter()
+        self._lp = LPRouter()
+        #: None: chosen per routing input (a discovered topology's size is not known in advance)
+        self.secondary: Router | None = None if num_nodes is None else self._secondary_for(num_nodes)
         self.keep_last_seconds = keep_last_seconds
         self.slow_seconds = slow_seconds
         self.on_fallback = on_fallback
         self._last_good: tuple[float, np.ndarray, Routing] | None = None
         self._mode: str | None = None  # how the last interval was routed (for log de-duplication)
+
+    def _secondary_for(self, num_nodes: int) -> Router:
+        return self._lp if num_nodes <= LP_FALLBACK_MAX_NODES else self.last_resort
 
     def _say(self, mode: str, fmt: str, *args) -> None:
         if mode != self._mode and not (self._mode is None and mode == self.primary.name):
@@ -183,16 +188,17 @@ class FallbackRouter:
                           time.monotonic() - when)
                 return Routing(r.split, f"{r.router}:last-good",
                                mlu(inp.topo, link_loads(inp.paths, r.split, inp.demand_bps)), 0.0)
-        self._say(self.secondary.name, "%s; falling back to %s", message, self.secondary.name)
+        secondary = self.secondary or self._secondary_for(inp.topo.num_nodes)
+        self._say(secondary.name, "%s; falling back to %s", message, secondary.name)
         try:
-            return self.secondary.route(inp)
+            return secondary.route(inp)
         except RouterFailure as exc2:
             self._count(exc2.reason)
             log.warning("%s; falling back to %s", exc2, self.last_resort.name)
             return self.last_resort.route(inp)
 
 
-def make_router(name: str, num_nodes: int, inference_address: str = "127.0.0.1:50051",
+def make_router(name: str, num_nodes: int | None, inference_address: str = "127.0.0.1:50051",
                 inference_timeout_seconds: float = 1.0, on_request=None, on_fallback=None) -> Router:
     if name == "ecmp":
         return ECMPRouter()

@@ -4,8 +4,14 @@ addressing contract) and helpers to read Open vSwitch state back with ovs-ofctl.
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import re
+import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +25,46 @@ ROOT = Path(__file__).resolve().parents[1]
 SWITCHES = ["cs1", "cs2", "cs3", "cs4"]
 LINKS = [("cs1", "cs2", 30e6), ("cs1", "cs3", 10e6), ("cs2", "cs4", 30e6), ("cs3", "cs4", 10e6)]
 HOSTS_PER_SWITCH = 2
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (Mininet)"
+    if shutil.which("ovs-vsctl") is None or not Path("/usr/share/openvswitch/scripts/ovs-ctl").exists():
+        return "Open vSwitch is not installed"
+    try:
+        import mininet.net  # noqa: F401
+    except ImportError:
+        return "Mininet is not importable (use a venv on Debian's /usr/bin/python3)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Ctx:
+    """A running controller (subprocess) and its Mininet network; reads GET /state."""
+
+    def __init__(self, router, net, ctl, api_port, metrics_port, log_path):
+        self.router = router
+        self.net, self.ctl, self.api_port, self.metrics_port, self.log_path = net, ctl, api_port, metrics_port, log_path
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/state", timeout=5) as r:
+            return json.load(r)
+
+    def wait(self, pred, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.state()
+            if pred(last):
+                return last
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last state router={last and last['router']}")
 
 
 def host_name(i: int, j: int) -> str:

@@ -9,13 +9,9 @@ stops the controller cleanly. Needs root, Open vSwitch and Mininet (CI runs as r
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,42 +29,7 @@ FLOWS_PER_SENDER = 256
 TOTAL_WEIGHT = 256
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (Mininet)"
-    if shutil.which("ovs-vsctl") is None or not Path("/usr/share/openvswitch/scripts/ovs-ctl").exists():
-        return "Open vSwitch is not installed"
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
-        return "Mininet is not importable (use a venv on Debian's /usr/bin/python3)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Ctx:
-    def __init__(self, router, net, ctl, api_port, metrics_port, log_path):
-        self.router = router
-        self.net, self.ctl, self.api_port, self.metrics_port, self.log_path = net, ctl, api_port, metrics_port, log_path
-
-    def state(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/state", timeout=5) as r:
-            return json.load(r)
-
-    def wait(self, pred, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = self.state()
-            if pred(last):
-                return last
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last state router={last and last['router']}")
+_skip_reason, _free_port, Ctx = cn.skip_reason, cn.free_port, cn.Ctx
 
 
 # lp: min-MLU splits 3:1 by capacity; ecmp (the shortest-path baseline): 1:1 over the two 2-hop paths.

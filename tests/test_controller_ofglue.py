@@ -214,3 +214,120 @@ def test_app_discovers_routes_and_answers_arp():
     assert mods and all(a.port != 11 for m in mods for b in m.buckets for a in b.actions
                         if isinstance(a, parser.OFPActionOutput))
     assert np.isfinite(core.make_snapshot()["mlu"])
+
+
+# ------------------------------------------------------------------ without a topology file
+def _wire_lldp(app, dps, wires):
+    """Deliver every LLDP probe the app sent on a wired port to the far end, as the cables would."""
+    far = {}
+    for a, p, b, q in wires:
+        far[(a, p)], far[(b, q)] = (b, q), (a, p)
+    for d, dp in dps.items():
+        for out in dp.of(parser.OFPPacketOut):
+            end = far.get((d, out.actions[0].port))
+            if end is not None and end[0] in dps:
+                app._packet_in(_packet_in(dps[end[0]], end[1], out.data))
+
+
+def _port(dpid, no, speed_kbps):
+    props = [parser.OFPPortDescPropEthernet(type_=ofp.OFPPDPT_ETHERNET, curr=0, advertised=0, supported=0, peer=0,
+                                            curr_speed=speed_kbps, max_speed=0)]
+    return parser.OFPPort(port_no=no, hw_addr=f"00:00:00:00:{dpid:02x}:{no:02x}", config=0, state=0,
+                          properties=props)
+
+
+def _join(app, dps, new, wires, speed_kbps):
+    """Switches connect and describe their ports (host port 1 and their wired ports)."""
+    for d in new:
+        app._features(SimpleNamespace(msg=SimpleNamespace(datapath=dps[d])))
+    app._do_resync()
+    for d in new:
+        ports = [1] + [p for a, p, b, q in wires if a == d] + [q for a, p, b, q in wires if b == d]
+        body = [_port(d, no, speed_kbps.get((d, no), 0)) for no in ports]
+        app._port_desc(SimpleNamespace(msg=SimpleNamespace(datapath=dps[d], body=body)))
+
+
+def _discover_until_installed(app, polls=6):
+    key = app.core.discovery.installed.key if app.core.discovery.installed else None
+    for _ in range(polls):
+        app._discover()
+        if app._builder is not None:
+            app._builder.join(30)
+        inst = app.core.discovery.installed
+        if inst is not None and inst.key != key:
+            return inst
+    raise AssertionError("the discovered topology was never installed")
+
+
+def test_app_without_topology_discovers_routes_and_rebuilds_on_a_new_switch():
+    from tellm.controller.discovery import TopologyDiscovery
+    from tellm.controller.groups import LABEL_ALT_BASE
+
+    from tecore import compute_paths
+
+    discovery = TopologyDiscovery(7e9, settle_polls=2,
+                                  paths_for=lambda t: compute_paths(t, k=2, use_cache=False, workers=1))
+    core = ControllerCore(None, None, None, LPRouter(), discovery=discovery)
+    app = TellmController(core=core, poll_interval_seconds=1.0)
+
+    def barrier(dp, xid):
+        app._barrier(SimpleNamespace(msg=SimpleNamespace(datapath=dp, xid=xid)))
+
+    dps = {d: FakeDatapath(d, barrier) for d in (1, 2, 3, 4, 5)}
+    wires = [(1, 12, 2, 11), (1, 13, 3, 11), (2, 14, 4, 12), (3, 14, 4, 13)]
+    # s1-s2 and s2-s4 report 1 Gbit/s (kbit/s in the port description); s1-s3 only at one end; s3-s4 none.
+    speeds = {(1, 12): 1_000_000, (2, 11): 1_000_000, (2, 14): 1_000_000, (4, 12): 1_000_000, (1, 13): 500_000}
+    _join(app, dps, [1, 2, 3, 4], wires, speeds)
+    assert all(dp.of(parser.OFPFlowMod)[0].command == ofp.OFPFC_DELETE for d, dp in dps.items() if d != 5)
+    # A host is learnt (and answered) before any topology exists.
+    app._packet_in(_packet_in(dps[1], 1, _arp_frame(arp.ARP_REQUEST, "00:00:0a:00:01:01", "10.0.1.1", "10.0.4.1")))
+    assert core.hosts["10.0.1.1"].dpid == 1
+    assert app.tick() is None and core.topo is None  # nothing to route yet
+    _wire_lldp(app, dps, wires)
+    built = _discover_until_installed(app)
+    topo = core.topo
+    assert topo.nodes == ("s1", "s2", "s3", "s4") and topo.num_links == 8 and core.link_up().all()
+    cap = {topo.link_name(i): topo.capacity_bps[i] for i in range(topo.num_links)}
+    assert cap["s1->s2"] == cap["s4->s2"] == 1e9 and cap["s3->s1"] == 5e8 and cap["s3->s4"] == 7e9
+    assert sorted(built.defaulted) == ["s3->s4", "s4->s3"]
+    for dp in dps.values():
+        dp.sent.clear()
+    plan = app.tick()
+    assert plan is not None and plan.group_updates == 12
+    # The groups output on the ports LLDP found: s1 reaches s2 on 12 and s3 on 13.
+    outs = {a.port for m in dps[1].of(parser.OFPGroupMod) for b in m.buckets for a in b.actions
+            if isinstance(a, parser.OFPActionOutput)}
+    assert outs == {12, 13}
+    state = core.state_json()
+    assert state["discovery"]["settled"] and state["discovery"]["default_capacity_links"] == ["s3->s4", "s4->s3"]
+    assert state["router"] == "lp" and len(state["groups"]) == 12
+    old_labels = {label for _, label in core.installed.labels}
+    # A fifth switch is cabled to s4: discovery settles again, new paths, make-before-break reinstall.
+    wires5 = [(4, 15, 5, 14)]
+    _join(app, dps, [5], wires5, {})
+    # s4 reports its new port (port status ADD), which the app probes at once.
+    app._port_status(SimpleNamespace(msg=parser.OFPPortStatus(dps[4], reason=ofp.OFPPR_ADD, desc=_port(4, 15, 0))))
+    _wire_lldp(app, dps, wires5)
+    for dp in dps.values():
+        dp.sent.clear()
+    _discover_until_installed(app)
+    assert core.topo.num_nodes == 5 and core.label_base == LABEL_ALT_BASE
+    plan = app.tick()
+    assert plan is not None and plan.group_updates == 20
+    for d, dp in dps.items():
+        kinds = []
+        for m in dp.sent:
+            if isinstance(m, parser.OFPFlowMod) and m.cookie >> 48 == 0x7E12:
+                assert m.match["mpls_label"] >= LABEL_ALT_BASE  # new labels never reuse an old one
+                kinds.append("label")
+            elif isinstance(m, parser.OFPGroupMod):
+                kinds.append("group" if m.command == ofp.OFPGC_ADD else "del_group")
+            elif isinstance(m, parser.OFPFlowMod) and m.cookie >> 48 == 0x7E11:
+                kinds.append("class")
+            elif isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_DELETE_STRICT:
+                assert m.match["mpls_label"] in old_labels
+                kinds.append("del_label")
+        order = ["label", "group", "class", "del_group", "del_label"]
+        assert kinds == sorted(kinds, key=order.index), (d, kinds)
+        if d != 5:
+            assert "del_label" in kinds and "del_group" in kinds  # the old state went, after the new

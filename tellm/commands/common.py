@@ -11,15 +11,17 @@ from pathlib import Path
 from tellm.errors import CLIError
 
 
-def add_topology_args(p: argparse.ArgumentParser) -> None:
+def add_topology_args(p: argparse.ArgumentParser, required: bool = True, topology_help: str = "",
+                      capacity_help: str = "") -> None:
+    """``topology_help``/``capacity_help`` are appended to the generic help (e.g. what happens without a file)."""
     g = p.add_argument_group("topology")
-    g.add_argument("--topology", "-t", required=True, metavar="NAME|FILE",
+    g.add_argument("--topology", "-t", required=required, metavar="NAME|FILE",
                    help="a GraphML / SNDlib XML / YAML file, or a name in the data directory "
-                        "(e.g. Abilene, geant, Kdl; zoo:NAME or sndlib:NAME when both exist)")
+                        "(e.g. Abilene, geant, Kdl; zoo:NAME or sndlib:NAME when both exist)" + topology_help)
     g.add_argument("--capacity", choices=["auto", "uniform", "linkspeed"], default="auto",
                    help="capacity policy for files without capacities (see tecore.loaders)")
     g.add_argument("--default-capacity-bps", type=float, default=10e9, metavar="BPS",
-                   help="capacity of links whose file gives none")
+                   help="capacity of links whose file gives none" + capacity_help)
 
 
 def add_tm_args(p: argparse.ArgumentParser) -> None:

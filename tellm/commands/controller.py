@@ -23,8 +23,22 @@ def register(sub) -> None:
                     "port and ingress-rule counters, estimates the traffic matrix, asks the router for split "
                     "ratios over the candidate paths and installs them as weighted dp_hash select groups "
                     "that push a per-path MPLS label (make-before-break). Metrics on --metrics-port "
-                    "(Prometheus), state as JSON on --api-port (GET /state). Stop with Ctrl-C or SIGTERM.")
-    add_topology_args(p)
+                    "(Prometheus), state as JSON on --api-port (GET /state). Stop with Ctrl-C or SIGTERM. "
+                    "The topology file is optional but recommended: without --topology the controller "
+                    "discovers switches (OpenFlow handshake), links (LLDP) and port speeds (OpenFlow 1.5 port "
+                    "description) and, once nothing has changed for --discovery-settle-seconds, names the "
+                    "switches s<dpid>, computes candidate paths and starts routing; it rebuilds when a switch or "
+                    "link appears later. Port speeds are what the switch reports, not shaped rates (Mininet "
+                    "veth ports report 10 Gbit/s whatever the TCLink rate), so give a YAML file for true "
+                    "capacities.")
+    add_topology_args(p, required=False,
+                      topology_help="; optional: without it the topology is discovered from the switches "
+                                    "(see --discovery-settle-seconds). With it, discovered links are "
+                                    "reconciled with the file (undeclared ones logged and unused, declared "
+                                    "ones not discovered count as down)",
+                      capacity_help="; without --topology: the capacity of discovered links whose ports "
+                                    "report no speed (logged, and listed in GET /state under "
+                                    "discovery.default_capacity_links)")
     add_path_args(p)
     g = p.add_argument_group("controller")
     g.add_argument("--router", choices=["model", "lp", "ecmp"], default="model",
@@ -48,6 +62,9 @@ def register(sub) -> None:
                    help="reroute only when the TM changed by more than this (relative L1); 0 = every interval")
     g.add_argument("--total-weight", type=int, default=256,
                    help="bucket weights of a pair sum to this (per-bucket error < 1/W; OVS dp_hash needs <= 256)")
+    g.add_argument("--discovery-settle-seconds", type=float, default=3.0, metavar="SECONDS",
+                   help="without --topology: route once the discovered switches, links and port speeds have not "
+                        "changed for this long (rounded up to whole --poll-interval periods, at least one)")
     g.add_argument("--weight-deadband", type=int, default=0, metavar="UNITS",
                    help="keep a pair's installed weights unless a bucket would move by more than UNITS/W "
                         "(fewer group rewrites from routing noise; adds at most UNITS/W error); 0 = off")
@@ -72,9 +89,69 @@ def _dpids(topo, spec: str) -> dict[str, int]:
     return {n: i + 1 for i, n in enumerate(topo.nodes)}
 
 
-def run(args) -> int:
-    from tellm.commands.common import load_topology_from_args, paths_from_args
+def _config(args):
+    from tellm.controller.core import ControllerConfig
 
+    return ControllerConfig(poll_interval_seconds=args.poll_interval, reroute_threshold=args.reroute_threshold,
+                            ewma_alpha=args.ewma_alpha, history=args.history, total_weight=args.total_weight,
+                            weight_deadband=args.weight_deadband)
+
+
+def _router(args, metrics, num_nodes: int | None):
+    from tellm.controller.routers import make_router
+
+    metrics.set_router(args.router)
+    return make_router(args.router, num_nodes, inference_address=args.inference,
+                       inference_timeout_seconds=args.inference_timeout,
+                       on_request=metrics.inference_duration.observe,
+                       on_fallback=lambda reason: metrics.fallbacks.labels(reason=reason).inc())
+
+
+def _file_core(args):
+    """The topology, its dpids and candidate paths from --topology."""
+    from tellm.commands.common import load_topology_from_args, paths_from_args
+    from tellm.controller.core import ControllerCore
+    from tellm.controller.metrics import Metrics
+
+    topo = load_topology_from_args(args)
+    paths = paths_from_args(args, topo)
+    metrics = Metrics()
+    try:
+        return ControllerCore(topo, paths, _dpids(topo, args.topology), _router(args, metrics, topo.num_nodes),
+                              metrics, _config(args))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _discovering_core(args):
+    """No --topology: a core that learns the topology from the switches (controller/discovery.py)."""
+    from tecore import Topology
+    from tellm.commands.common import paths_from_args
+    from tellm.controller.core import ControllerCore
+    from tellm.controller.discovery import TopologyDiscovery, settle_polls
+    from tellm.controller.metrics import Metrics
+
+    if not args.default_capacity_bps > 0 or not math.isfinite(args.default_capacity_bps):
+        raise CLIError("--default-capacity-bps must be a positive number")
+    if not args.discovery_settle_seconds >= 0 or not math.isfinite(args.discovery_settle_seconds):
+        raise CLIError("--discovery-settle-seconds must be >= 0")
+    # Path search runs inside the controller process, beside os-ken's threads: no forked workers unless asked.
+    path_args = argparse.Namespace(**{**vars(args), "workers": args.workers or 1})
+    # Bad path options (--k, --max-stretch) fail now rather than when the network has been discovered.
+    paths_from_args(path_args, Topology("probe", ("a", "b"), [0, 1], [1, 0], [1e9, 1e9], [1.0, 1.0], [1e-3, 1e-3]),
+                    use_cache=False)
+    discovery = TopologyDiscovery(args.default_capacity_bps,
+                                  settle_polls(args.discovery_settle_seconds, args.poll_interval),
+                                  paths_for=lambda topo: paths_from_args(path_args, topo))
+    metrics = Metrics()
+    logging.getLogger("tellm.controller").warning(
+        "no --topology: discovering switches, links (LLDP) and port speeds; routing starts once nothing has "
+        "changed for %d poll interval(s); unknown port speeds count as %.3g bit/s", discovery.settle_polls,
+        args.default_capacity_bps)
+    return ControllerCore(None, None, None, _router(args, metrics, None), metrics, _config(args), discovery)
+
+
+def run(args) -> int:
     if not args.poll_interval > 0 or not math.isfinite(args.poll_interval):
         raise CLIError("--poll-interval must be a positive number of seconds")
     if not 0 < args.ewma_alpha <= 1:
@@ -87,30 +164,11 @@ def run(args) -> int:
         v = getattr(args, name)
         if not 0 <= v <= 65535 or (name == "of_port" and v == 0):
             raise CLIError(f"--{name.replace('_', '-')} must be a TCP port")
-    topo = load_topology_from_args(args)
-    paths = paths_from_args(args, topo)
-
-    from tellm.controller.core import ControllerConfig, ControllerCore
-    from tellm.controller.metrics import Metrics
-    from tellm.controller.routers import make_router
     from tellm.controller.runner import ServeOptions
     from tellm.controller.runner import run as serve
 
     logging.getLogger("tellm.controller").setLevel(min(logging.getLogger().level, logging.WARNING))
-    metrics = Metrics()
-    router = make_router(args.router, topo.num_nodes, inference_address=args.inference,
-                         inference_timeout_seconds=args.inference_timeout,
-                         on_request=metrics.inference_duration.observe,
-                         on_fallback=lambda reason: metrics.fallbacks.labels(reason=reason).inc())
-    metrics.set_router(args.router)
-    try:
-        core = ControllerCore(topo, paths, _dpids(topo, args.topology), router, metrics,
-                              ControllerConfig(poll_interval_seconds=args.poll_interval,
-                                               reroute_threshold=args.reroute_threshold, ewma_alpha=args.ewma_alpha,
-                                               history=args.history, total_weight=args.total_weight,
-                                               weight_deadband=args.weight_deadband))
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    core = _discovering_core(args) if args.topology is None else _file_core(args)
     try:
         code = serve(core, ServeOptions(of_port=args.of_port, of_host=args.of_host,
                                         metrics_port=args.metrics_port or None, api_port=args.api_port or None,
