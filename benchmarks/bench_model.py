@@ -69,10 +69,13 @@ def restrict_top(d: np.ndarray, m: int | None) -> np.ndarray:
 
 def bench_case(name, source, count, args, head):
     from tecore import compute_paths, ecmp_mlu, load_topology, solve_min_mlu, split_mlu
+    from tecore.optimum import solve_optimum
+    from tecore.paths import DEFAULT_STRATEGY
     from tellm.inference.features import onnx_inputs
 
     topo = load_topology(name)
-    paths = compute_paths(topo, k=4, progress=False)
+    strategy = args.paths_strategy or DEFAULT_STRATEGY
+    paths = compute_paths(topo, k=4, strategy=strategy, progress=False)
     static = onnx_inputs(topo, paths, np.zeros(paths.num_pairs))
     tms = tms_for(topo, source, count, args.seed)
     big = paths.num_paths > args.big_paths
@@ -113,13 +116,17 @@ def bench_case(name, source, count, args, head):
             from tecore import TrafficMatrix
 
             row["mlu_ecmp"] = ecmp_mlu(topo, TrafficMatrix(dense))
+        if not big and not args.no_opt:  # the exact optimum over all paths (tecore.optimum)
+            row["mlu_opt"] = solve_optimum(topo, tm).mlu
+            row["model_over_opt"] = row["mlu_model"] / row["mlu_opt"] if row["mlu_opt"] > 0 else float("nan")
         row["model_over_lp"] = row["mlu_model"] / row["mlu_lp"] if row["mlu_lp"] > 0 else float("nan")
         row["ecmp_over_lp"] = row["mlu_ecmp"] / row["mlu_lp"] if row["mlu_lp"] > 0 else float("nan")
         rows.append(row)
         print(f"{name} {tm.label}: model/LP {row['model_over_lp']:.4f} ECMP/LP {row['ecmp_over_lp']:.4f} "
               f"model {row['model_seconds'] * 1e3:.1f} ms LP {row.get('lp_seconds', float('nan')):.2f} s", flush=True)
     meta = {"topology": name, "nodes": topo.num_nodes, "links": topo.num_links, "pairs": paths.num_pairs,
-            "paths": paths.num_paths, "nnz": int(paths.path_links.size), "tm_source": source}
+            "paths": paths.num_paths, "nnz": int(paths.path_links.size), "tm_source": source,
+            "paths_strategy": paths.strategy}
     return summarize(meta, rows), rows
 
 
@@ -138,6 +145,10 @@ def summarize(meta: dict, rows: list[dict]) -> dict:
         "lp_seconds_median": statistics.median(r["lp_seconds"] for r in rows if "lp_seconds" in r)
         if any("lp_seconds" in r for r in rows) else float("nan"),
     })
+    opt = [r["model_over_opt"] for r in rows if "model_over_opt" in r]
+    if opt:
+        summary["model_over_opt_geomean"], summary["model_over_opt_max"] = geomean(opt), float(np.nanmax(opt))
+        summary["lp_over_opt_geomean"] = geomean([r["mlu_lp"] / r["mlu_opt"] for r in rows if "mlu_opt" in r])
     full = [r["model_seconds_full_tm"] for r in rows if "model_seconds_full_tm" in r]
     if full:
         summary["model_seconds_full_tm"] = full[0]
@@ -155,7 +166,8 @@ def merge(out: Path, others: list[Path]) -> int:
         for t in o["topologies"]:
             name = t["topology"]
             rows = doc["rows"].get(name, []) + o["rows"][name]
-            meta = {k: t[k] for k in ("topology", "nodes", "links", "pairs", "paths", "nnz", "tm_source")}
+            meta = {k: t[k] for k in ("topology", "nodes", "links", "pairs", "paths", "nnz", "tm_source",
+                                      "paths_strategy") if k in t}
             doc["rows"][name] = rows
             doc["topologies"] = [x for x in doc["topologies"] if x["topology"] != name] + [summarize(meta, rows)]
     out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
@@ -177,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--big-paths", type=int, default=1_000_000, help="path count above which --lp-top-pairs applies")
     p.add_argument("--lp-time-limit", type=float, default=1800.0)
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--paths-strategy", default=None, help="candidate-path strategy (default: tecore's default)")
+    p.add_argument("--no-opt", action="store_true", help="skip the exact optimum over all paths")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
                    help="only fold these result files' rows into --out (runs made in parallel)")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run per topology")

@@ -1,12 +1,15 @@
 """Per-policy optimality gap: each policy's objective reached by a router / that policy's LP optimum.
 
-    python benchmarks/bench_policies.py --topology Abilene --topology geant --topology GtsCe --count 5
+    python benchmarks/bench_policies.py --topology Abilene --topology geant --topology GtsCe --count 3
 
-For every topology, generated gravity TM (scaled so that ECMP-like shortest-path routing reaches MLU
---load) and policy, the per-policy LP (tecore.objectives, HiGHS) gives the optimum objective; the
-gap of a router is objective(router's split) / LP objective (1.0 = optimal). Routers:
+For every topology, generated TM (--families, --count each, scaled so that shortest-path routing
+reaches MLU --load) and policy, the per-policy LP (tecore.objectives, HiGHS) over the default path set
+gives the optimum objective; the gap of a router is objective(router's split) / LP objective (1.0 =
+optimal). Routers:
 - ``model``: the TE head (ONNX Runtime, CPU) with the policy vector as its ``policy`` input, when
   the model file exists (default inference/models/tellm-te.onnx); else the column is "pending";
+- ``model_zero``: the same model with the all-zero (min-MLU) policy vector, scored under the policy:
+  what the policy input is worth;
 - ``shortest``: equal split over each pair's least-cost candidate paths (reference point);
 - ``minmlu_lp``: the min-MLU LP split evaluated under the policy (what ignoring the policy costs).
 Writes benchmarks/results/policies.json and prints a Markdown table (geo-mean and max of the gap).
@@ -28,8 +31,9 @@ from tecore.objectives import evaluate_objective, solve_policy_lp
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-POLICIES = [("min_mlu", 0.0, 0.0), ("headroom(0.2)", 0.0, 0.2), ("latency_aware(0.1)", 0.1, 0.0),
-            ("latency_aware(0.5)", 0.5, 0.0), ("latency_aware(1.0)", 1.0, 0.0)]
+POLICIES = [("min_mlu", 0.0, 0.0), ("headroom(0.1)", 0.0, 0.1), ("headroom(0.3)", 0.0, 0.3),
+            ("headroom(0.5)", 0.0, 0.5), ("latency_aware(0.1)", 0.1, 0.0), ("latency_aware(0.5)", 0.5, 0.0),
+            ("latency_aware(1.0)", 1.0, 0.0)]
 
 
 def onnx_inputs(topo, paths, demand, policy_vec) -> dict:
@@ -68,7 +72,8 @@ def geo(x) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--topology", action="append", default=None)
-    ap.add_argument("--count", type=int, default=5)
+    ap.add_argument("--count", type=int, default=3, help="TMs per family")
+    ap.add_argument("--families", nargs="+", default=["gravity", "bimodal", "hotspot"])
     ap.add_argument("--load", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=4)
@@ -82,22 +87,25 @@ def main() -> None:
     topologies = args.topology or ["Abilene", "geant", "GtsCe"]
     sess, model_hash = load_model(args.model)
     doc = {"command": "python benchmarks/bench_policies.py " + " ".join(f"--topology {t}" for t in topologies)
-           + f" --count {args.count} --load {args.load} --seed {args.seed} --k {args.k}",
+           + f" --count {args.count} --families {' '.join(args.families)} --load {args.load} --seed {args.seed}"
+           + f" --k {args.k}",
            "model": str(args.model.relative_to(ROOT)) if sess else None, "model_sha256_12": model_hash,
            "model_status": "evaluated" if sess else "pending: no model file on this branch",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "load_avg_1m_at_start": os.getloadavg()[0]},
-           "tm": f"gravity, {args.count} per topology, seed {args.seed}, scaled to shortest-path MLU {args.load}",
-           "paths": f"{args.k} shortest paths by weight (tecore.compute_paths)", "rows": []}
+           "tm": f"{', '.join(args.families)}: {args.count} each per topology, seed {args.seed}, scaled to "
+                 f"shortest-path MLU {args.load}",
+           "paths": f"default path set, k={args.k} (tecore.compute_paths default strategy)", "rows": []}
     for name in topologies:
         topo = load_topology(name)
         paths = compute_paths(topo, k=args.k)
         sp_split = shortest_path_split(topo, paths)
-        tms = [scale_to_mlu(topo, tm, args.load) for tm in generate(topo, "gravity", args.count, seed=args.seed)]
+        tms = [scale_to_mlu(topo, tm, args.load) for f, fam in enumerate(args.families)
+               for tm in generate(topo, fam, args.count, seed=args.seed + f)]
         demands = [tm.pair_demands(paths.pairs) for tm in tms]
         minmlu = [solve_policy_lp(topo, paths, d) for d in demands]
         for label, lam, h in POLICIES:
-            gaps = {"model": [], "shortest": [], "minmlu_lp": []}
+            gaps = {"model": [], "model_zero": [], "shortest": [], "minmlu_lp": []}
             lp_obj, lp_mlu, lp_stretch, lp_seconds, model_seconds, model_mlu, model_stretch = [], [], [], [], [], [], []
             for d, mm in zip(demands, minmlu):
                 lp = solve_policy_lp(topo, paths, d, latency_weight=lam, headroom_fraction=h)
@@ -116,6 +124,10 @@ def main() -> None:
                     model_seconds.append(time.perf_counter() - t0)
                     v = evaluate_objective(topo, paths, d, split, lam, h)
                     gaps["model"].append(v.objective / lp.value.objective)
+                    feeds["policy"] = np.zeros(4, dtype=np.float32)
+                    split0 = sess.run(["split"], feeds)[0].astype(np.float64)
+                    gaps["model_zero"].append(evaluate_objective(topo, paths, d, split0, lam, h).objective
+                                              / lp.value.objective)
                     model_mlu.append(v.mlu)
                     model_stretch.append(v.latency_stretch)
             row = {"topology": topo.name, "nodes": topo.num_nodes, "links": topo.num_links, "pairs": paths.num_pairs,
@@ -141,15 +153,17 @@ def main() -> None:
 def print_table(doc: dict) -> None:
     print()
     print("| topology | policy | LP objective | LP MLU | LP stretch | gap model (geo / max) | model MLU | model stretch "
-          "| gap shortest-path (geo / max) | gap min-MLU split (geo / max) | LP solve s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| gap model, zero policy (geo / max) | gap shortest-path (geo / max) | gap min-MLU LP split (geo / max) "
+          "| LP solve s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in doc["rows"]:
         has = "gap_model_geomean" in r
         model = f"{r['gap_model_geomean']:.3f} / {r['gap_model_max']:.3f}" if has else "pending"
         mm = f"{r['model_mlu_mean']:.3f}" if has else "-"
         ms = f"{r['model_latency_stretch_mean']:.3f}" if has else "-"
+        mz = f"{r['gap_model_zero_geomean']:.3f} / {r['gap_model_zero_max']:.3f}" if has else "-"
         print(f"| {r['topology']} | {r['policy']} | {r['lp_objective_mean']:.3f} | {r['lp_mlu_mean']:.3f} | "
-              f"{r['lp_latency_stretch_mean']:.3f} | {model} | {mm} | {ms} | {r['gap_shortest_geomean']:.3f} / "
+              f"{r['lp_latency_stretch_mean']:.3f} | {model} | {mm} | {ms} | {mz} | {r['gap_shortest_geomean']:.3f} / "
               f"{r['gap_shortest_max']:.3f} | {r['gap_minmlu_lp_geomean']:.3f} / {r['gap_minmlu_lp_max']:.3f} | "
               f"{r['lp_solve_seconds_mean']:.3f} |")
 
