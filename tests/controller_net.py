@@ -101,6 +101,21 @@ def ensure_ovs() -> None:
     subprocess.run([str(ROOT / "mininet_scenarios" / "ovs.sh"), "start"], check=True, capture_output=True)
 
 
+def stop_network_and_controller(net, ctl, log_file) -> None:
+    """Fixture teardown shared by the controller's Mininet tests: stop the network, then the controller
+    (SIGTERM, SIGKILL after 10 s), close its log and remove leftover bridges."""
+    if net is not None:
+        net.stop()
+    if ctl.poll() is None:
+        ctl.terminate()
+        try:
+            ctl.wait(10)
+        except subprocess.TimeoutExpired:
+            ctl.kill()
+    log_file.close()
+    cleanup_leftovers()
+
+
 def cleanup_leftovers() -> None:
     """Remove what a crashed run of this network may have left (only our own names; never `mn -c`,
     whose pkill patterns would match unrelated processes)."""

@@ -76,16 +76,7 @@ def diamond(request, tmp_path_factory):
                         raise
             yield ctx
         finally:
-            if net is not None:
-                net.stop()
-            if ctl.poll() is None:
-                ctl.terminate()
-                try:
-                    ctl.wait(10)
-                except subprocess.TimeoutExpired:
-                    ctl.kill()
-            log_file.close()
-            cn.cleanup_leftovers()
+            cn.stop_network_and_controller(net, ctl, log_file)
 
 
 def test_all_hosts_ping(diamond):

@@ -101,16 +101,7 @@ def discovered(tmp_path_factory):
             print(f"discovered, settled and routed {ctx.ready_seconds:.1f} s after the switches started")
             yield ctx
         finally:
-            if net is not None:
-                net.stop()
-            if ctl.poll() is None:
-                ctl.terminate()
-                try:
-                    ctl.wait(10)
-                except subprocess.TimeoutExpired:
-                    ctl.kill()
-            log_file.close()
-            cn.cleanup_leftovers()
+            cn.stop_network_and_controller(net, ctl, log_file)
 
 
 def _check_switches_hold_the_plan(ctx, state) -> int:

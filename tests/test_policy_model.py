@@ -45,7 +45,7 @@ def test_model_is_conditioned_on_the_policy(data_dir):
     own min-MLU split), and each stays within 5 % of its policy's LP optimum."""
     ort = pytest.importorskip("onnxruntime")
     features = pytest.importorskip("tellm.inference.features")
-    from tecore import generate, load_topology, scale_to_mlu, solve_min_mlu
+    from tecore import generate, load_topology, solve_min_mlu
 
     topo = load_topology("geant")
     paths = compute_paths(topo)
