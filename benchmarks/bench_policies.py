@@ -79,16 +79,25 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--model", type=Path, default=ROOT / "inference" / "models" / "tellm-te.onnx")
     ap.add_argument("--out", type=Path, default=RESULTS / "policies.json")
+    ap.add_argument("--policies", nargs="+", default=None, metavar="LABEL",
+                    help=f"only these policies (labels: {', '.join(p[0] for p in POLICIES)})")
+    ap.add_argument("--append", action="store_true",
+                    help="add this run's rows (and command) to an existing --out file measured on the same model")
     ap.add_argument("--table", type=Path, help="only print the Markdown table of an existing result file")
     args = ap.parse_args()
     if args.table:
         print_table(json.loads(args.table.read_text()))
         return
     topologies = args.topology or ["Abilene", "geant", "GtsCe"]
+    policies = [p for p in POLICIES if args.policies is None or p[0] in args.policies]
+    if args.policies and len(policies) != len(args.policies):
+        raise SystemExit(f"unknown policy label in {args.policies}; known: {', '.join(p[0] for p in POLICIES)}")
     sess, model_hash = load_model(args.model)
-    doc = {"command": "python benchmarks/bench_policies.py " + " ".join(f"--topology {t}" for t in topologies)
-           + f" --count {args.count} --families {' '.join(args.families)} --load {args.load} --seed {args.seed}"
-           + f" --k {args.k}",
+    command = ("python benchmarks/bench_policies.py " + " ".join(f"--topology {t}" for t in topologies)
+               + f" --count {args.count} --families {' '.join(args.families)} --load {args.load} --seed {args.seed}"
+               + f" --k {args.k}" + (f" --policies {' '.join(args.policies)}" if args.policies else "")
+               + (" --append" if args.append else ""))
+    doc = {"command": command,
            "model": str(args.model.relative_to(ROOT)) if sess else None, "model_sha256_12": model_hash,
            "model_status": "evaluated" if sess else "pending: no model file on this branch",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -96,6 +105,14 @@ def main() -> None:
            "tm": f"{', '.join(args.families)}: {args.count} each per topology, seed {args.seed}, scaled to "
                  f"shortest-path MLU {args.load}",
            "paths": f"default path set, k={args.k} (tecore.compute_paths default strategy)", "rows": []}
+    if args.append:
+        old = json.loads(args.out.read_text())
+        if old.get("model_sha256_12") != model_hash:
+            raise SystemExit(f"{args.out}: measured on another model file; not appending")
+        old["commands"] = old.get("commands", [old.pop("command", "")]) + [command]
+        old["rows"] = [r for r in old["rows"] if not (r["topology"] in {load_topology(t).name for t in topologies}
+                                                       and r["policy"] in {p[0] for p in policies})]
+        doc = old
     for name in topologies:
         topo = load_topology(name)
         paths = compute_paths(topo, k=args.k)
@@ -104,7 +121,7 @@ def main() -> None:
                for tm in generate(topo, fam, args.count, seed=args.seed + f)]
         demands = [tm.pair_demands(paths.pairs) for tm in tms]
         minmlu = [solve_policy_lp(topo, paths, d) for d in demands]
-        for label, lam, h in POLICIES:
+        for label, lam, h in policies:
             gaps = {"model": [], "model_zero": [], "shortest": [], "minmlu_lp": []}
             lp_obj, lp_mlu, lp_stretch, lp_seconds, model_seconds, model_mlu, model_stretch = [], [], [], [], [], [], []
             for d, mm in zip(demands, minmlu):
@@ -145,8 +162,8 @@ def main() -> None:
                 row["model_latency_stretch_mean"] = float(np.mean(model_stretch))
             doc["rows"].append(row)
             print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(doc, indent=2) + "\n")  # after every row: a long run keeps its results
     print_table(doc)
 
 
