@@ -50,7 +50,8 @@ class _Dev:
         self.lp = td.lp_mlu
         self.pol_lp, self.pol_scale = td.pol_lp, td.pol_scale
         self.L, self.P, self.Np = td.capacity_bps.size, td.num_pairs, td.path_pair.size
-        # (pair, link) groups of the incidence entries: the exact largest-pair load of the headroom term.
+        # (pair, link) groups of the incidence entries: the exact largest-pair load of the headroom term
+        # (tecore.lp.pair_link_index in torch: the GPU side has torch and numpy, not tecore/highspy).
         key = self.path_pair[self.inc_path] * self.L + self.inc_link
         uniq, self.group = torch.unique(key, return_inverse=True)
         self.group_link = uniq % self.L

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from controller_net import start_udp
 
 from ._observability import ROOT, Query, dashboard_queries, exporter_jobs, jobs, substitute_grafana_macros
 
@@ -245,24 +246,6 @@ def _build_network(topo_doc: dict, of_port: int):
     return net
 
 
-#: Paced UDP sender, many flows (source ports) so dp_hash select groups can split; to the discard port.
-_UDP_SENDER = r"""
-import socket, sys, time
-dst, rate, flows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
-payload, n, t0 = b"x" * 1000, 0, time.monotonic()
-while True:
-    due = int((time.monotonic() - t0) * rate / 8000)
-    while n < due:
-        try:
-            socks[n % flows].sendto(payload, (dst, 9))
-        except OSError:
-            pass
-        n += 1
-    time.sleep(0.002)
-"""
-
-
 def _metrics_text(port: int) -> str:
     return _http_get(f"http://127.0.0.1:{port}/metrics").decode()
 
@@ -342,8 +325,9 @@ def stack(tmp_path_factory, request):
                     if a is not b:
                         a.cmd(f"ping -c1 -W1 {b.IP()}")
             # Two demands into the third switch: shortest paths put 8 Mbit/s on one 10 Mbit/s link.
-            senders = [hosts[0].popen(["/usr/bin/python3", "-c", _UDP_SENDER, hosts[2].IP(), "8e6", "32"]),
-                       hosts[1].popen(["/usr/bin/python3", "-c", _UDP_SENDER, hosts[2].IP(), "4e6", "32"])]
+            # 32 flows each (dp_hash needs many to split), until the cleanup kills them.
+            senders = [start_udp(hosts[0], hosts[2].IP(), 8e6, 3600, 32),
+                       start_udp(hosts[1], hosts[2].IP(), 4e6, 3600, 32)]
             for s in senders:
                 cleanup.callback(lambda p=s: (p.kill(), p.wait()))
 
