@@ -70,7 +70,7 @@ def restrict_top(d: np.ndarray, m: int | None) -> np.ndarray:
 def bench_case(name, source, count, args, head):
     from tecore import compute_paths, ecmp_mlu, load_topology, solve_min_mlu, split_mlu
     from tecore.optimum import solve_optimum
-    from tecore.paths import DEFAULT_STRATEGY
+    from tecore.strategies import DEFAULT_STRATEGY
     from tellm.inference.features import onnx_inputs
 
     topo = load_topology(name)

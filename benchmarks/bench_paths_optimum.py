@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         rows = sorted(results.values(), key=lambda r: order.index(r["topology"]) if r["topology"] in order else 99)
         print(markdown({"tuned_on": TUNED, "results": rows}))
         return 0
-    from tecore.paths import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY
+    from tecore.strategies import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY
 
     default = f"{DEFAULT_STRATEGY}:{DEFAULT_K}" + (f":{DEFAULT_MAX_STRETCH:g}" if DEFAULT_MAX_STRETCH else "")
     strategies = args.strategy or list(dict.fromkeys(["shortest:4", default]))
