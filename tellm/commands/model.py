@@ -55,16 +55,21 @@ def run_train(args) -> int:
     import torch
 
     from tellm.inference import dataset as ds
-    from tellm.inference.train import train
+    from tellm.inference.recipe import RecipeError, load_recipe
+    from tellm.inference.train import model_config, train
 
     try:
-        recipe = ds.load_recipe(args.recipe)
-    except ds.RecipeError as exc:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as exc:
         raise CLIError(str(exc)) from None
     dataset = args.dataset or args.out / "dataset.npz"
-    if not dataset.exists():
-        ds.prepare(recipe, dataset, progress=True)
-        print(f"dataset written to {dataset}")
+    try:
+        model_config(recipe)
+        if not dataset.exists():
+            ds.prepare(recipe, dataset, progress=True)
+            print(f"dataset written to {dataset}")
+    except RecipeError as exc:
+        raise CLIError(f"{args.recipe}: {exc}") from None
     if args.prepare_only:
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
