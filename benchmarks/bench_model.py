@@ -176,10 +176,11 @@ def merge(out: Path, others: list[Path]) -> int:
 
 
 def main(argv=None) -> int:
-    from tellm.inference.runner import DEFAULT_MODEL, TEHeadRunner, sha256_file
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+    from tellm.inference.session import load_model, sha256_file
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/model.json"))
     p.add_argument("--only", action="append", default=None, help="run only these topologies (repeatable)")
     p.add_argument("--count", type=int, default=None, help="override the TM count of every case")
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
         return update_card(a.model, a.out)
     if a.merge:
         return merge(a.out, a.merge)
-    head = TEHeadRunner(a.model, intra_op_threads=a.threads)
+    head = load_model(a.model, provider="cpu", threads=a.threads)
     doc = {"model": str(a.model), "model_sha256": sha256_file(a.model), "ort_threads": a.threads,
            "cpu_count": os.cpu_count(), "seed": a.seed, "topologies": [], "rows": {}}
     if a.out.exists():
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
 
 
 def update_card(model: Path, results: Path) -> int:
-    from tellm.inference.runner import sha256_file
+    from tellm.inference.session import sha256_file
 
     card_file = model.with_suffix(".json")
     card = json.loads(card_file.read_text())

@@ -10,14 +10,15 @@ import pytest
 
 from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology, solve_min_mlu
 from tellm.inference.features import onnx_inputs
-from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner, sha256_file
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH as DEFAULT_MODEL
+from tellm.inference.session import ModelError, load_model, sha256_file
 
 MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"
 
 
 @pytest.fixture(scope="module")
 def head():
-    return TEHeadRunner(DEFAULT_MODEL)
+    return load_model(DEFAULT_MODEL, provider="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_latency_policy_moves_traffic_to_low_latency_paths(head, geant):
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="no such model file"):
-        TEHeadRunner(tmp_path / "none.onnx")
+        load_model(tmp_path / "none.onnx")
 
 
 def test_eval_router_model_adds_its_columns(data_dir, tmp_path):
