@@ -46,7 +46,7 @@ def test_ort_cpu_equals_pytorch_on_a_real_topology(geant):
     card = json.loads((MODELS / "tellm-te.json").read_text())
     model.cfg.rounds = card["model_config"]["rounds"]  # the rounds baked into the ONNX graph
     topo, default_paths = geant
-    # The export check's path set (hop-shortest k=4, as in the card): the 1e-4.
+    # The export check's path set (hop-shortest k=4, as in the card), tolerance 1e-4.
     shortest = compute_paths(topo, k=4, strategy="shortest")
     for fam in ("gravity", "bimodal"):
         x = onnx_inputs(topo, shortest, generate(topo, fam, 1, seed=11)[0])
