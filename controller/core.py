@@ -23,7 +23,7 @@ from .groups import _LABEL_BITS, LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
 from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
-from .repair import PathRepair, RepairUpdate, carry_by_label
+from .repair import PathRepair, carry_by_label
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
@@ -182,6 +182,8 @@ class ControllerCore:
         """Link state changed: give stranded pairs repair paths (or drop those no longer needed). The
         routing and weights move to the new path set by label; a new repair path starts at weight 0 and
         its pair, having no other live path, is split over it by the local renormalisation."""
+        if self.repair.current(up):  # the steady interval: one comparison
+            return
         old_labels = self.path_labels
         u = self.repair.update(up, self._installed_labels())
         self.metrics.stranded_pairs.set(u.stranded.size)
@@ -194,21 +196,7 @@ class ControllerCore:
                                                split=carry_by_label(old_labels, self.routing.split, self.path_labels))
         if self.weights is not None:
             self.weights = carry_by_label(old_labels, self.weights, self.path_labels)
-        self._report_repairs(u)
-
-    def _report_repairs(self, u: RepairUpdate) -> None:
-        if u.added.size:
-            p = int(u.added[0])
-            r = int(np.searchsorted(self.repair.repair.pairs, p))
-            a, b = self.repair.repair.ptr[r], self.repair.repair.ptr[r + 1]
-            via = [self.topo.nodes[self.topo.src[self.repair.repair.links[a]]]] + \
-                [self.topo.nodes[n] for n in self.topo.dst[self.repair.repair.links[a:b]]]
-            log.warning("%d pair(s) have no live candidate path: %d repaired now over the surviving network "
-                        "(e.g. %s via %s), %d repaired in all, %d unreachable", u.stranded.size, u.added.size,
-                        self._pair_name(p), "-".join(via), self.repair.repaired.size, u.unreachable.size)
-        elif u.removed.size:
-            log.warning("%d repair path(s) removed (their pairs have live candidate paths again); %d pair(s) "
-                        "stranded, %d repaired", u.removed.size, u.stranded.size, self.repair.repaired.size)
+        self.repair.log_update(u)
 
     # ------------------------------------------------------------------ discovery
     def link_up(self) -> np.ndarray:
@@ -518,22 +506,10 @@ class ControllerCore:
             "link_throughput_bps": dict(zip(self.link_names, thr.tolist())),
             "router": None if r is None else r.router,
             "routing_seconds": None if r is None else r.seconds,
-            "repair": self._repair_json(),
+            "repair": self.repair.state_json(),
             "_groups": frozen,
         })
         return snap
-
-    def _repair_json(self) -> dict:
-        """Pairs with no live candidate path, and the repair paths of those that have one."""
-        rp = self.repair.repair
-        names = [self._pair_name(int(p)) for p in rp.pairs]
-        return {
-            "stranded_pairs": [self._pair_name(int(p)) for p in self.repair.stranded],
-            "repaired_pairs": {name: {"path": [self.topo.nodes[self.topo.src[rp.links[rp.ptr[i]]]]] +
-                                      [self.topo.nodes[n] for n in self.topo.dst[rp.links[rp.ptr[i]:rp.ptr[i + 1]]]],
-                                      "label": int(rp.labels[i])} for i, name in enumerate(names)},
-            "unreachable_pairs": [self._pair_name(int(p)) for p in self.repair.unreachable],
-        }
 
     def _discovery_json(self) -> dict:
         d = self.discovery

@@ -173,9 +173,13 @@ class PathRepair:
         self.labels = np.where(self.origin >= 0, self.base_labels[np.maximum(self.origin, 0)],
                                self.repair.labels[np.maximum(-self.origin - 1, 0)] if self.repair.size else 0)
 
+    def current(self, link_up: np.ndarray) -> bool:
+        """True when the repairs were computed for this link state (nothing to do)."""
+        return self._link_up is not None and np.array_equal(link_up, self._link_up)
+
     def update(self, link_up: np.ndarray, labels_in_use: np.ndarray) -> RepairUpdate:
         link_up = np.asarray(link_up, dtype=np.float64)
-        if self._link_up is not None and np.array_equal(link_up, self._link_up):
+        if self.current(link_up):
             return RepairUpdate(False, self.stranded, _EMPTY, _EMPTY, self.unreachable)
         self._link_up = link_up.copy()
         stranded = stranded_pairs(self.base, link_up)
@@ -220,3 +224,33 @@ class PathRepair:
     @property
     def repaired(self) -> np.ndarray:
         return self.repair.pairs
+
+    # ------------------------------------------------------------------ reporting
+    def _pair_name(self, p: int) -> str:
+        s, d = self.base.pairs[p]
+        return f"{self.topo.nodes[s]}->{self.topo.nodes[d]}"
+
+    def _repair_nodes(self, r: int) -> list[str]:
+        rp, topo = self.repair, self.topo
+        links = rp.links[rp.ptr[r]:rp.ptr[r + 1]]
+        return [topo.nodes[topo.src[links[0]]]] + [topo.nodes[n] for n in topo.dst[links]]
+
+    def log_update(self, u: RepairUpdate) -> None:
+        if u.added.size:
+            p = int(u.added[0])
+            via = "-".join(self._repair_nodes(int(np.searchsorted(self.repair.pairs, p))))
+            log.warning("%d pair(s) have no live candidate path: %d repaired now over the surviving network "
+                        "(e.g. %s via %s), %d repaired in all, %d unreachable", u.stranded.size, u.added.size,
+                        self._pair_name(p), via, self.repaired.size, u.unreachable.size)
+        elif u.removed.size:
+            log.warning("%d repair path(s) removed (their pairs have live candidate paths again); %d pair(s) "
+                        "stranded, %d repaired", u.removed.size, u.stranded.size, self.repaired.size)
+
+    def state_json(self) -> dict:
+        """GET /state: pairs with no live candidate path, and the repair paths of those that have one."""
+        return {
+            "stranded_pairs": [self._pair_name(int(p)) for p in self.stranded],
+            "repaired_pairs": {self._pair_name(int(p)): {"path": self._repair_nodes(r), "label": int(self.repair.labels[r])}
+                               for r, p in enumerate(self.repair.pairs.tolist())},
+            "unreachable_pairs": [self._pair_name(int(p)) for p in self.unreachable],
+        }
