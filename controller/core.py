@@ -426,8 +426,8 @@ class ControllerCore:
     def _plan(self, split: np.ndarray, link_up: np.ndarray) -> Plan:
         masked = mask_split(self.paths, split, link_up)
         if masked.stranded_pairs.size and masked.stranded_pairs.size != self._last_stranded:
-            log.warning("%d pair(s) have no live candidate path (e.g. %s)", masked.stranded_pairs.size,
-                        self._pair_name(int(masked.stranded_pairs[0])))
+            log.warning("%d pair(s) have no live path and no surviving route (e.g. %s); they get no group",
+                        masked.stranded_pairs.size, self._pair_name(int(masked.stranded_pairs[0])))
         self._last_stranded = masked.stranded_pairs.size
         w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link

@@ -137,6 +137,12 @@ NETWORK = Dashboard(
             Panel("Traffic matrix volume", "timeseries",
                   (Target(f"tellm_traffic_matrix_total_bits_per_second{{{CONTROLLER}}}", "total demand"),),
                   "Sum of the estimated traffic matrix over time.", unit="bps", width=24, min=0),
+            Panel("Stranded and repaired pairs", "timeseries",
+                  (Target(f"tellm_stranded_pairs{{{CONTROLLER}}}", "stranded (no live candidate path)"),
+                   Target(f"tellm_repaired_pairs{{{CONTROLLER}}}", "repaired (on a repair path)")),
+                  "Pairs whose candidate paths are all down under the current link state, and those of them "
+                  "routed over a repair path (the shortest surviving path). A gap between the two lines is "
+                  "pairs with no path at all: the network is partitioned.", unit="short", width=24, min=0),
         )),
         Row("Links", (
             Panel("Top 10 links by utilisation", "bargauge",
