@@ -69,9 +69,11 @@ def profile_placement(model_path: Path, provider: str, feeds: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", type=Path, default=ROOT / "inference" / "models" / "tellm-te.onnx")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--provider", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--topologies", nargs="+", default=["Abilene", "sndlib:geant", "zoo:Cogentco", "zoo:Kdl"])
     p.add_argument("--runs", type=int, default=30)

@@ -11,7 +11,7 @@ import torch
 
 from .features import INPUT_NAMES, OUTPUT_NAMES
 from .model import ModelConfig, TEHead, export_wrapper
-from .runner import sha256_file
+from .session import sha256_file
 
 OPSET = 18  # ScatterElements with reduction="max" (segment max) needs opset >= 18
 
@@ -100,9 +100,9 @@ def write_card(onnx_file: Path, ckpt: dict, extra: dict | None = None) -> Path:
 
 def max_abs_diff_vs_torch(model: TEHead, onnx_file: Path, inputs: dict[str, np.ndarray]) -> float:
     """Largest |ORT CPU - PyTorch| over the three outputs (MLU and split; loads relative to capacity)."""
-    from .runner import TEHeadRunner
+    from .session import load_model
 
-    out = TEHeadRunner(onnx_file).route(inputs)
+    out = load_model(onnx_file, provider="cpu").route(inputs)
     with torch.no_grad():
         split, loads, mlu = model(*(torch.as_tensor(inputs[k]) for k in INPUT_NAMES))
     cap = inputs["capacity_bps"]

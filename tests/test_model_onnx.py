@@ -10,14 +10,15 @@ import pytest
 
 from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology, solve_min_mlu
 from tellm.inference.features import onnx_inputs
-from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner, sha256_file
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH as DEFAULT_MODEL
+from tellm.inference.session import ModelError, load_model, sha256_file
 
 MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"
 
 
 @pytest.fixture(scope="module")
 def head():
-    return TEHeadRunner(DEFAULT_MODEL)
+    return load_model(DEFAULT_MODEL, provider="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_ort_cpu_equals_pytorch_on_a_real_topology(geant):
     card = json.loads((MODELS / "tellm-te.json").read_text())
     model.cfg.rounds = card["model_config"]["rounds"]  # the rounds baked into the ONNX graph
     topo, default_paths = geant
-    # The export check's path set (hop-shortest k=4, as in the card): the 1e-4.
+    # The export check's path set (hop-shortest k=4, as in the card), tolerance 1e-4.
     shortest = compute_paths(topo, k=4, strategy="shortest")
     for fam in ("gravity", "bimodal"):
         x = onnx_inputs(topo, shortest, generate(topo, fam, 1, seed=11)[0])
@@ -114,7 +115,7 @@ def test_latency_policy_moves_traffic_to_low_latency_paths(head, geant):
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="no such model file"):
-        TEHeadRunner(tmp_path / "none.onnx")
+        load_model(tmp_path / "none.onnx")
 
 
 def test_eval_router_model_adds_its_columns(data_dir, tmp_path):
