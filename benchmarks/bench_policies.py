@@ -39,7 +39,7 @@ POLICIES = [("min_mlu", 0.0, 0.0), ("headroom(0.1)", 0.0, 0.1), ("headroom(0.3)"
 def onnx_inputs(topo, paths, demand, policy_vec) -> dict:
     """The TE head's inputs (the shared ONNX contract), built from a tecore PathSet."""
     try:
-        from tellm.inference.features import onnx_inputs as f
+        from tellm.contract.onnx_io import onnx_inputs as f
 
         return f(topo, paths, demand, policy=policy_vec)
     except ImportError:

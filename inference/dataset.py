@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .features import incidence_arrays
+from tellm.contract.onnx_io import incidence_arrays
 
 
 # (latency_weight, headroom_fraction) of the per-policy validation instances.

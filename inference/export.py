@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import INPUT_NAMES, OUTPUT_NAMES
+from tellm.contract.vocabulary import INPUT_NAMES, OUTPUT_NAMES, POLICY_DIM
+
 from .model import ModelConfig, TEHead, export_wrapper
 from .runner import sha256_file
 
@@ -29,7 +30,7 @@ def example_inputs() -> tuple[torch.Tensor, ...]:
     # links: 0: a->b, 1: b->c, 2: a->c ; pair 0 (a->c): [a->c], [a->b, b->c] ; pair 1 (a->b): [a->b], ...
     return (torch.tensor([1.0e9, 2.0e9]), torch.tensor([10e9, 10e9, 10e9]), torch.tensor([1e-3, 1e-3, 2e-3]),
             torch.ones(3), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 2, 3, 3]),
-            torch.tensor([2, 0, 1, 0, 2, 1]), torch.zeros(4))
+            torch.tensor([2, 0, 1, 0, 2, 1]), torch.zeros(POLICY_DIM))
 
 
 def export_onnx(model: TEHead, out_file: str | Path, opset: int = OPSET) -> Path:

@@ -1,7 +1,7 @@
 """Minimal ONNX Runtime runner for the TE head (numpy only; no torch).
 
 Reusable by the inference service, ``tellm eval --router model`` and the benchmarks: load once, then
-``route(inputs)`` with the dict from ``features.onnx_inputs``.
+``route(inputs)`` with the dict from ``tellm.contract.onnx_io.onnx_inputs``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import INPUT_NAMES, OUTPUT_NAMES
+from tellm.contract.vocabulary import INPUT_NAMES, OUTPUT_NAMES
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "tellm-te.onnx"
 

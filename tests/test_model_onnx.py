@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology, solve_min_mlu
-from tellm.inference.features import onnx_inputs
+from tellm.contract.onnx_io import onnx_inputs
 from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner, sha256_file
 
 MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"

@@ -10,7 +10,7 @@ import pytest
 
 from tecore import compute_paths
 from tecore.objectives import evaluate_objective, solve_policy_lp
-from tellm.policy.policies import POLICIES, make_policy
+from tellm.contract.policies import POLICIES, make_policy
 from tellm.policy.state import parse_controller_state
 from tellm.policy.tools import topology_from_state
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inf
 
 def test_model_accepts_every_policy_vector():
     ort = pytest.importorskip("onnxruntime")
-    features = pytest.importorskip("tellm.inference.features")
+    features = pytest.importorskip("tellm.contract.onnx_io")
     st = parse_controller_state(recorded_states()[-1])
     topo = topology_from_state(st.topology)
     paths = compute_paths(topo, k=4)
@@ -44,7 +44,7 @@ def test_model_is_conditioned_on_the_policy(data_dir):
     model's latency stretch, the headroom knob lowers its effective utilisation (both against the model's
     own min-MLU split), and each stays within 5 % of its policy's LP optimum."""
     ort = pytest.importorskip("onnxruntime")
-    features = pytest.importorskip("tellm.inference.features")
+    features = pytest.importorskip("tellm.contract.onnx_io")
     from tecore import generate, load_topology, solve_min_mlu
 
     topo = load_topology("geant")

@@ -84,7 +84,7 @@ def _shortest(topo, paths, args):
 def _model(topo, paths, args):
     """The TE head through ONNX Runtime (CPU unless --model-providers says otherwise)."""
     from tecore import check_split, split_mlu
-    from tellm.inference.features import onnx_inputs
+    from tellm.contract.onnx_io import onnx_inputs
     from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner
 
     try:
