@@ -7,14 +7,15 @@
     reply.split, reply.link_load_bps, reply.mlu, reply.model_version, reply.server_seconds
 
 Every call has a deadline (``timeout_seconds``; registration gets ``register_timeout_seconds``
-because Kdl-size path sets take seconds to send and index). UNAVAILABLE (server down, restarting,
-no model) is retried ``retries`` times by gRPC's own retry policy (the channel's service config):
+because Kdl-size path sets take seconds to send and index). UNAVAILABLE (server down, restarting, no
+model) is retried ``retries`` times by gRPC's own retry policy (the channel's service config):
 exponential backoff from ``backoff_seconds`` doubling up to ``max_backoff_seconds``, with jitter;
 gRPC allows at most 5 attempts per call, so ``retries`` above 4 count as 4. The deadline of a call
-covers its retries: it is the call's timeout plus the longest the backoff can wait. Errors surface as two exception types: ``InferenceUnavailable`` (unreachable,
-deadline passed, shutting down: try again later or fall back) and ``InferenceRejected`` (the
-server refused the request: fix it; ``.code`` says why). ``StaleTopology`` is the rejection a
-controller handles by registering again (unknown id after a server restart, or an old version).
+covers its retries: it is the call's timeout plus the longest the backoff can wait. Errors surface
+as two exception types: ``InferenceUnavailable`` (unreachable, deadline passed, shutting down: try
+again later or fall back) and ``InferenceRejected`` (the server refused the request: fix it;
+``.code`` says why). ``StaleTopology`` is the rejection a controller handles by registering again
+(unknown id after a server restart, or an old version).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Conversions between Python objects and the tellm.v1 messages: numpy arrays and packed repeated
 fields, tecore objects and RegisterTopologyRequest, policies and PolicyService's messages.
 
-Packed fields are written by hand rather than with ``msg.field.extend(array)``: protobuf's Python API converts element by element, which
-costs ~35 ns per value (80 ms for Kdl's 2.27M split ratios) while the wire format of a packed field
-is simply ``tag, byte length, values``. These helpers write exactly that wire format with numpy and
-merge it into the message (``MergeFromString``), so the bytes on the wire are standard protobuf
-that any client decodes; reading back goes through ``np.asarray(msg.field)``, which upb serves at
-memory speed.
+Packed fields are written by hand rather than with ``msg.field.extend(array)``: protobuf's Python
+API converts element by element, which costs ~35 ns per value (80 ms for Kdl's 2.27M split ratios)
+while the wire format of a packed field is simply ``tag, byte length, values``. These helpers write
+exactly that wire format with numpy and merge it into the message (``MergeFromString``), so the
+bytes on the wire are standard protobuf that any client decodes; reading back goes through
+``np.asarray(msg.field)``, which upb serves at memory speed.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         if which == "policy_name":
             name = canonical_name(request.policy_name)
             if name not in model.policies:
-                raise InvalidArgument("policy_name", f"unknown policy {name!r}; this model knows "
+                raise InvalidArgument("policy_name", f"unknown policy {request.policy_name!r}; this model knows "
                                                      f"{', '.join(sorted(model.policies))}")
             return model.policies[name]
         if which == "policy_vector":

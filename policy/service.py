@@ -3,8 +3,9 @@
 ``tellm serve`` hosts a store beside the TE service: the command layer builds it, registers
 PolicyService with ``add_policy_service`` and hands ``store.active_policy_vector`` to the inference
 server, which calls it for every Route request that carries no explicit policy. The policy daemon
-only ever calls SetPolicy, so forwarding never depends on it: if it dies, the last policy stays. ``tellm policy serve`` runs the service on its own (demos,
-tests, controllers that read the policy themselves).
+only ever calls SetPolicy, so forwarding never depends on it: if it dies, the last policy stays.
+``tellm policy serve`` runs the service on its own (demos, tests, controllers that read the policy
+themselves).
 """
 
 from __future__ import annotations

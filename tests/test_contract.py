@@ -22,7 +22,8 @@ def test_policy_names_have_one_spelling():
     assert canonical_name("min-mlu") == "min_mlu" and canonical_name("latency-aware") == "latency_aware"
     assert make_policy("min-mlu").name == "min_mlu"
     hyphenated = make_policy("latency-aware", {"weight": 0.25})
-    assert hyphenated == make_policy("latency_aware", {"weight": 0.25}) and hyphenated.to_vector().shape == (POLICY_DIM,)
+    assert hyphenated == make_policy("latency_aware", {"weight": 0.25})
+    assert hyphenated.to_vector().shape == (POLICY_DIM,)
     with pytest.raises(PolicyError, match="unknown policy"):
         make_policy("min mlu")
 

@@ -15,10 +15,11 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="run the inference service (gRPC, ONNX Runtime)",
-        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus tellm.v1.PolicyService "
-                    "for the active TE policy, grpc.health.v1 and server reflection). Controllers register a topology once, then send traffic "
-                    "matrices and get split ratios back. Runs on CUDAExecutionProvider when onnxruntime-gpu "
-                    "and a GPU are present, else on the CPU. The model file is watched and reloaded when it "
+        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus "
+                    "tellm.v1.PolicyService for the active TE policy, grpc.health.v1 and server reflection). "
+                    "Controllers register a topology once, then send traffic matrices and get split ratios "
+                    "back. Runs on CUDAExecutionProvider when onnxruntime-gpu and a GPU are present, else on "
+                    "the CPU. The model file is watched and reloaded when it "
                     "changes (replace it atomically: write a temp file, then rename). SIGTERM/SIGINT shut "
                     "down gracefully.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
