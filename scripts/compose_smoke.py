@@ -19,10 +19,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from tests import test_observability_prometheus as live  # noqa: E402  (network and traffic helpers)
+from tellm.mininet_scenarios.net import Testbed, ensure_ovs, mininet_lock  # noqa: E402
+from tellm.mininet_scenarios.scenarios import from_yaml  # noqa: E402
+from tellm.mininet_scenarios.udpflows import start_udp  # noqa: E402
 from tests._observability import dashboard_queries, substitute_grafana_macros  # noqa: E402
+
+TOPOLOGY = ROOT / "deploy" / "topology-example.yaml"
 
 
 def main() -> int:
@@ -40,25 +45,19 @@ def main() -> int:
         url = f"{args.prometheus}/api/v1/{path}?" + urllib.parse.urlencode(params)
         return json.loads(urllib.request.urlopen(url, timeout=10).read())["data"]["result"]  # noqa: S310
 
-    import yaml
-
-    topo = yaml.safe_load(live.TOPOLOGY.read_text())
     t0 = time.time()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(live._mininet_lock())
-        live._ensure_ovs()
-        live._remove_leftovers(topo["nodes"])
-        stack.callback(live._remove_leftovers, topo["nodes"])
-        net = live._build_network(topo, args.of_port)
-        stack.callback(net.stop)
-        net.start()
-        hosts = [net.get(live._host(topo["dpids"][n])[0]) for n in topo["nodes"]]
+        stack.enter_context(mininet_lock(timeout_seconds=300))
+        ensure_ovs()
+        testbed = Testbed.start(from_yaml(TOPOLOGY), of_port=args.of_port)
+        stack.callback(testbed.stop)
+        hosts = [testbed.host(name) for name in testbed.host_names()]
         for a in hosts:
             for b in hosts:
                 if a is not b:
                     a.cmd(f"ping -c1 -W1 {b.IP()}")
-        for src, rate in ((hosts[0], "8e6"), (hosts[1], "4e6")):
-            p = src.popen(["/usr/bin/python3", "-c", live._UDP_SENDER, hosts[2].IP(), rate, "32"])
+        for src, rate_bps in ((hosts[0], 8e6), (hosts[1], 4e6)):
+            p = start_udp(src, hosts[2].IP(), rate_bps, 3600, 32)
             stack.callback(lambda p=p: (p.kill(), p.wait()))
         time.sleep(args.seconds)
         empty = 0

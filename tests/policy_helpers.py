@@ -7,13 +7,11 @@ until that is merged, ``ensure_policy_stubs()`` generates policy.proto's stubs w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from tecore import PathSet, Topology
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import FIXTURES, ROOT
 
 
 def ensure_policy_stubs() -> None:
@@ -50,9 +48,6 @@ def state_doc(topo: Topology, tm: np.ndarray, mlu: float, t: float, router: str 
             "traffic_matrix_bps": np.asarray(tm, dtype=float).tolist(), "mlu": mlu, "predicted_mlu": mlu,
             "link_utilization": {l["name"]: mlu * (0.5 + 0.5 * (i % 2)) for i, l in enumerate(links)},
             "router": router, "time": t}
-
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def recorded_states() -> list[dict]:

@@ -4,8 +4,6 @@ serialise, so malformed messages fail here) every OpenFlow 1.5 message the app s
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,8 +22,7 @@ from tellm.controller.groups import POP, Bucket
 from tellm.controller.planner import Op, OpKind
 from tellm.controller.routers import LPRouter
 
-sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
-from controller_fixtures import diamond, diamond_paths
+from .controller_fixtures import diamond, diamond_paths
 
 
 class FakeDatapath:

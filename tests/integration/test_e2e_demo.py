@@ -4,7 +4,6 @@ and writes its summary and plot; Ctrl-C mid-run cleans up the network and every 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from tellm.mininet_scenarios.net import mininet_unavailable
+
+from .. import ROOT
+
 pytestmark = [pytest.mark.mininet, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def _needs_root():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (Open vSwitch, Mininet)")
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
-        pytest.skip("Mininet is not importable (Debian package; use a venv on /usr/bin/python3)")
+    reason = mininet_unavailable()
+    if reason:
+        pytest.skip(reason)
     if not (ROOT / "inference" / "models" / "tellm-te.onnx").exists():
         pytest.skip("the shipped model inference/models/tellm-te.onnx is absent")
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import grpc
 import pytest
-from inference_support import check_reply_contract, demands, model_under_test, paths_for, ring_topology
+from ..inference_support import check_reply_contract, demands, model_under_test, paths_for, ring_topology
 
 from tellm.inference.client import InferenceClient, StaleTopology
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tellm.mininet_scenarios.net import mininet_unavailable
+
+from .. import ROOT
+
 pytestmark = [pytest.mark.mininet, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning")]
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "inference" / "models" / "tellm-te.onnx"
 
 
@@ -33,12 +35,9 @@ ROUTER = _router()
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (Open vSwitch, Mininet)")
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
-        pytest.skip("Mininet is not importable (Debian package; use a venv on /usr/bin/python3)")
+    reason = mininet_unavailable()
+    if reason:
+        pytest.skip(reason)
     from tellm.mininet_scenarios import orchestrate as O
     from tellm.mininet_scenarios.net import TestbedError, ensure_ovs
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from .policy_helpers import FIXTURES, ROOT, ensure_policy_stubs
+from ..policy_helpers import FIXTURES, ROOT, ensure_policy_stubs
 
 ensure_policy_stubs()
 

@@ -14,7 +14,7 @@ from tellm.policy.policies import POLICIES, make_policy
 from tellm.policy.state import parse_controller_state
 from tellm.policy.tools import topology_from_state
 
-from .policy_helpers import ROOT, recorded_states
+from ..policy_helpers import ROOT, recorded_states
 
 MODEL = ROOT / "inference" / "models" / "tellm-te.onnx"
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inference/models/tellm-te.onnx on this branch")

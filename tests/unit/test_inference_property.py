@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference_support import RunningServer, check_reply_contract, model_under_test
+from ..inference_support import RunningServer, check_reply_contract, model_under_test
 
 from tecore import Topology, compute_paths
 

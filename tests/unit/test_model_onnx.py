@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,9 @@ from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology
 from tellm.inference.features import onnx_inputs
 from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner, sha256_file
 
-MODELS = Path(__file__).resolve().parents[1] / "inference" / "models"
+from .. import ROOT
+
+MODELS = ROOT / "inference" / "models"
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@ link failures that the end-to-end tests and the demo rely on."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 import pytest
+
+from tellm.mininet_scenarios.net import mininet_unavailable
 
 pytestmark = [pytest.mark.mininet,
               pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning")]
@@ -16,12 +17,9 @@ pytestmark = [pytest.mark.mininet,
 
 @pytest.fixture
 def abilene_static(data_dir, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (Open vSwitch, Mininet)")
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
-        pytest.skip("Mininet is not importable (Debian package; use a venv on /usr/bin/python3)")
+    reason = mininet_unavailable()
+    if reason:
+        pytest.skip(reason)
     from tellm.mininet_scenarios.net import Testbed, mininet_lock
     from tellm.mininet_scenarios.scenarios import get
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import controller_net as cn
+from tellm.mininet_scenarios.ofctl import ofctl, parse_groups
+
+from . import controller_net as cn
 
 pytestmark = pytest.mark.mininet
 
@@ -29,7 +28,7 @@ TOTAL_WEIGHT = 256
 def _ovs_ports(switch: str) -> dict[int, tuple[str, float]]:
     """{port number: (interface name, speed in bit/s from "speed: N Mbps now", 0 when absent)}."""
     out, port = {}, None
-    for line in cn.ofctl("dump-ports-desc", switch).splitlines():
+    for line in ofctl("dump-ports-desc", switch).splitlines():
         m = re.match(r"\s*(\d+)\(([^)]+)\):", line)
         if m:
             port = int(m.group(1))
@@ -60,56 +59,23 @@ def _switch(node: str) -> str:
 
 @pytest.fixture(scope="module")
 def discovered(tmp_path_factory):
-    reason = cn.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from mininet.log import setLogLevel
-
-    setLogLevel("critical")
-    tmp = tmp_path_factory.mktemp("ctl-discovery")
-    of_port, api_port, metrics_port = cn.free_port(), cn.free_port(), cn.free_port()
-    log_path = tmp / "controller.log"
-    with cn.mininet_lock():
-        cn.ensure_ovs()
-        cn.cleanup_leftovers()
-        log_file = open(log_path, "w")  # noqa: SIM115 (closed in the finally below; the process writes it)
-        ctl = subprocess.Popen(
-            [sys.executable, "-m", "tellm.cli", "-v", "controller", "--router", "ecmp", "--k", "2",
-             "--of-port", str(of_port), "--api-port", str(api_port), "--metrics-port", str(metrics_port),
-             "--poll-interval", "1", "--discovery-settle-seconds", str(SETTLE_SECONDS),
-             "--total-weight", str(TOTAL_WEIGHT)],
-            stdout=log_file, stderr=subprocess.STDOUT)
-        net = None
-        try:
-            net = cn.build(of_port)
-            t0 = time.monotonic()
-            net.start()
-            for h in net.hosts:  # userspace datapath: TX checksum offload breaks TCP (see the shared note)
-                h.cmd(f"ethtool -K {h.name}-eth0 tx off")
-            ctx = cn.Ctx("ecmp", net, ctl, api_port, metrics_port, log_path)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    ctx.wait(lambda s: s["discovery"]["settled"] and s["router"] == "ecmp"
-                             and len(s["topology"]["links"]) == 8 and all(x["up"] for x in s["topology"]["links"]),
-                             5, "discovery to settle on 8 links and a routing to be installed")
-                    break
-                except (OSError, AssertionError):
-                    if time.monotonic() > deadline or ctl.poll() is not None:
-                        raise
-            ctx.ready_seconds = time.monotonic() - t0
-            print(f"discovered, settled and routed {ctx.ready_seconds:.1f} s after the switches started")
-            yield ctx
-        finally:
-            cn.stop_network_and_controller(net, ctl, log_file)
+    with cn.controller_on_diamond(tmp_path_factory.mktemp("ctl-discovery"), "ecmp",
+                                  lambda s: s["discovery"]["settled"] and s["router"] == "ecmp"
+                                  and len(s["topology"]["links"]) == 8 and all(x["up"] for x in s["topology"]["links"]),
+                                  "discovery to settle on 8 links and a routing to be installed", topology=False,
+                                  extra=["--discovery-settle-seconds", str(SETTLE_SECONDS),
+                                         "--total-weight", str(TOTAL_WEIGHT)]) as ctx:
+        ready_seconds = time.monotonic() - ctx.network_started_monotonic
+        print(f"discovered, settled and routed {ready_seconds:.1f} s after the network build started")
+        yield ctx
 
 
 def _check_switches_hold_the_plan(ctx, state) -> int:
     """Every pair's classification rule points at a dp_hash group whose buckets are the plan's (label,
     weight, first-hop port); transit and egress label rules exist. Returns the number of pairs checked."""
     links = {(x["src"], x["dst"]): x["port"] for x in state["topology"]["links"]}
-    flows = {s: cn.ofctl("dump-flows", s) for s in cn.SWITCHES}
-    groups = {s: cn.parse_groups(cn.ofctl("dump-groups", s)) for s in cn.SWITCHES}
+    flows = {s: ofctl("dump-flows", s) for s in cn.SWITCHES}
+    groups = {s: parse_groups(ofctl("dump-groups", s)) for s in cn.SWITCHES}
     for pair, paths in state["groups"].items():
         src, dst = pair.split("->")
         active = [p for p in paths if p["weight"] > 0]
@@ -163,7 +129,7 @@ def test_groups_installed_and_all_hosts_ping(discovered):
     state = _settled_state(discovered)
     assert _check_switches_hold_the_plan(discovered, state) == 12
     for s in cn.SWITCHES:
-        assert cn.ofctl("dump-groups", s).count("selection_method=dp_hash") == 3
+        assert ofctl("dump-groups", s).count("selection_method=dp_hash") == 3
     discovered.net.pingAll(timeout=1)  # the first round also teaches the controller every host
     assert discovered.net.pingAll(timeout=1) == 0.0
 
@@ -196,7 +162,7 @@ def test_new_cable_rebuilds_the_topology_and_keeps_everyone_connected(discovered
     # The old labels are gone from every switch (make-before-break finished, nothing left behind).
     hi = max(old_base, state["discovery"]["label_base"])
     for s in cn.SWITCHES:
-        labels = [int(x) for x in re.findall(r"mpls_label=(\d+)", cn.ofctl("dump-flows", s))]
+        labels = [int(x) for x in re.findall(r"mpls_label=(\d+)", ofctl("dump-flows", s))]
         assert labels and all((x >= hi) == (state["discovery"]["label_base"] == hi) for x in labels), (s, labels)
     assert net.pingAll(timeout=1) == 0.0
     log = discovered.log_path.read_text()

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from .policy_helpers import ensure_policy_stubs
+from ..policy_helpers import ensure_policy_stubs
 
 ensure_policy_stubs()
 

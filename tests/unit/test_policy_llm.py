@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .policy_helpers import FakeClock, ensure_policy_stubs, recorded_states
+from ..policy_helpers import FakeClock, ensure_policy_stubs, recorded_states
 
 ensure_policy_stubs()
 

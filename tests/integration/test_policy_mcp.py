@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .policy_helpers import FIXTURES, ROOT, ensure_policy_stubs
+from ..policy_helpers import FIXTURES, ROOT, ensure_policy_stubs
 
 ensure_policy_stubs()
 mcp = pytest.importorskip("mcp", reason="the llm extra (mcp) is not installed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from inference_support import RunningServer, demands, model_under_test, paths_for, ring_topology
+from ..inference_support import RunningServer, demands, model_under_test, paths_for, ring_topology
 
 from tellm.policy.policies import make_policy
 from tellm.policy.service import PolicyClient

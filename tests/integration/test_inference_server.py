@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from inference_support import (RunningServer, big_ring, check_reply_contract, demands, model_under_test,
+from ..inference_support import (RunningServer, big_ring, check_reply_contract, demands, model_under_test,
                                other_model, paths_for, ring_topology)
 from prometheus_client.parser import text_string_to_metric_families
 

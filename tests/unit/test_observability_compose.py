@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from ._observability import ROOT, exporter_jobs
+from .._observability import ROOT, exporter_jobs
 
 COMPOSE = ROOT / "docker-compose.yml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")

@@ -13,23 +13,21 @@ import math
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import controller_net as cn
+from tellm.mininet_scenarios.ofctl import ofctl, parse_group_stats, parse_groups
+from tellm.mininet_scenarios.udpflows import start_udp
+
+from . import controller_net as cn
+from .controller_net import Ctx
 
 pytestmark = pytest.mark.mininet
 
 FLOWS_PER_SENDER = 256
 TOTAL_WEIGHT = 256
-
-
-_skip_reason, _free_port, Ctx = cn.skip_reason, cn.free_port, cn.Ctx
 
 
 # lp: min-MLU splits 3:1 by capacity; ecmp (the shortest-path baseline): 1:1 over the two 2-hop paths.
@@ -39,44 +37,11 @@ EXPECTED_WEIGHTS = {"lp": [64, 192], "ecmp": [128, 128]}
 @pytest.fixture(scope="module", params=["lp", "ecmp"])
 def diamond(request, tmp_path_factory):
     router = request.param
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from mininet.log import setLogLevel
-
-    setLogLevel("critical")
-    tmp = tmp_path_factory.mktemp("ctl-mininet")
-    topo = cn.write_topology(tmp / "diamond.yaml")
-    of_port, api_port, metrics_port = _free_port(), _free_port(), _free_port()
-    log_path = tmp / "controller.log"
-    with cn.mininet_lock():
-        cn.ensure_ovs()
-        cn.cleanup_leftovers()
-        log_file = open(log_path, "w")  # noqa: SIM115 (closed in the finally below; the process writes it)
-        ctl = subprocess.Popen(
-            [sys.executable, "-m", "tellm.cli", "-v", "controller", "--topology", str(topo), "--router", router,
-             "--k", "2", "--of-port", str(of_port), "--api-port", str(api_port), "--metrics-port", str(metrics_port),
-             "--poll-interval", "1", "--total-weight", str(TOTAL_WEIGHT)],
-            stdout=log_file, stderr=subprocess.STDOUT)
-        net = None
-        try:
-            net = cn.build(of_port)
-            net.start()
-            for h in net.hosts:  # userspace datapath: TX checksum offload breaks TCP (see the shared note)
-                h.cmd(f"ethtool -K {h.name}-eth0 tx off")
-            ctx = Ctx(router, net, ctl, api_port, metrics_port, log_path)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    ctx.wait(lambda s: all(link["up"] for link in s["topology"]["links"]) and s["router"] == router,
-                             5, "all 8 links discovered and a routing installed")
-                    break
-                except (OSError, AssertionError):
-                    if time.monotonic() > deadline or ctl.poll() is not None:
-                        raise
-            yield ctx
-        finally:
-            cn.stop_network_and_controller(net, ctl, log_file)
+    with cn.controller_on_diamond(tmp_path_factory.mktemp("ctl-mininet"), router,
+                                  lambda s: all(link["up"] for link in s["topology"]["links"]) and s["router"] == router,
+                                  "all 8 links discovered and a routing installed",
+                                  extra=["--total-weight", str(TOTAL_WEIGHT)]) as ctx:
+        yield ctx
 
 
 def test_all_hosts_ping(diamond):
@@ -89,8 +54,8 @@ def _settled_dumps(ctx: Ctx, tries: int = 20):
     after the dumps), so that the switches hold exactly the plan the state describes."""
     for _ in range(tries):
         before = ctx.state()
-        groups = {s: cn.parse_groups(cn.ofctl("dump-groups", s)) for s in cn.SWITCHES}
-        flows = {s: cn.ofctl("dump-flows", s) for s in cn.SWITCHES}
+        groups = {s: parse_groups(ofctl("dump-groups", s)) for s in cn.SWITCHES}
+        flows = {s: ofctl("dump-flows", s) for s in cn.SWITCHES}
         after = ctx.state()
         if before["plans_started"] == before["plans_done"] == after["plans_started"] == after["plans_done"]:
             return after, groups, flows
@@ -130,15 +95,15 @@ def _check_installed_matches_plan(ctx: Ctx) -> int:
 def test_installed_groups_and_flows_match_plan(diamond):
     assert len(diamond.state()["groups"]) == 12
     assert _check_installed_matches_plan(diamond) >= 12
-    assert "selection_method=dp_hash" in cn.ofctl("dump-groups", "cs1")
+    assert "selection_method=dp_hash" in ofctl("dump-groups", "cs1")
 
 
 def test_realised_split_matches_target(diamond):
     net = diamond.net
     h11, h12 = net.get("h1x1", "h1x2")
     rate_bps = 10e6
-    senders = [cn.start_udp(h11, "10.0.4.1", rate_bps, 11, FLOWS_PER_SENDER, 20000),
-               cn.start_udp(h12, "10.0.4.2", rate_bps, 11, FLOWS_PER_SENDER, 30000)]
+    senders = [start_udp(h11, "10.0.4.1", rate_bps, 11, FLOWS_PER_SENDER, 20000),
+               start_udp(h12, "10.0.4.2", rate_bps, 11, FLOWS_PER_SENDER, 30000)]
     try:
         # The LP sees ~20 Mbit/s cs1 -> cs4 and splits it 3:1 (capacities 30 vs 10 Mbit/s).
         want = EXPECTED_WEIGHTS[diamond.router]
@@ -147,12 +112,12 @@ def test_realised_split_matches_target(diamond):
         time.sleep(1.5)
         state = diamond.state()
         plan = {p["label"]: p["weight"] / TOTAL_WEIGHT for p in state["groups"]["cs1->cs4"]}
-        cls = re.search(r"nw_dst=10\.0\.4\.0/24 actions=group:(\d+)", cn.ofctl("dump-flows", "cs1"))
+        cls = re.search(r"nw_dst=10\.0\.4\.0/24 actions=group:(\d+)", ofctl("dump-flows", "cs1"))
         gid = int(cls.group(1))
-        buckets = cn.parse_groups(cn.ofctl("dump-groups", "cs1"))[gid]
-        before = cn.parse_group_stats(cn.ofctl("dump-group-stats", "cs1"))[gid]
+        buckets = parse_groups(ofctl("dump-groups", "cs1"))[gid]
+        before = parse_group_stats(ofctl("dump-group-stats", "cs1"))[gid]
         time.sleep(4)
-        after = cn.parse_group_stats(cn.ofctl("dump-group-stats", "cs1"))[gid]
+        after = parse_group_stats(ofctl("dump-group-stats", "cs1"))[gid]
         end_state = diamond.state()
     finally:
         for p in senders:
@@ -200,8 +165,8 @@ def test_link_failure_is_repaired_locally(diamond):
 
         diamond.wait(repaired, 3, "cs1->cs4 moved off cs1-cs2")
         print(f"failover seen in /state {time.monotonic() - t0:.2f} s after the link went down (polled every 0.5 s)")
-        cls = re.search(r"nw_dst=10\.0\.4\.0/24 actions=group:(\d+)", cn.ofctl("dump-flows", "cs1"))
-        buckets = cn.parse_groups(cn.ofctl("dump-groups", "cs1"))[int(cls.group(1))]
+        cls = re.search(r"nw_dst=10\.0\.4\.0/24 actions=group:(\d+)", ofctl("dump-flows", "cs1"))
+        buckets = parse_groups(ofctl("dump-groups", "cs1"))[int(cls.group(1))]
         assert [b["port"] for b in buckets] == [port_cs3]
         assert _check_installed_matches_plan(diamond) >= 12
         assert net.pingAll(timeout=1) == 0.0  # every pair still has a path: none is blackholed
@@ -217,9 +182,9 @@ def test_switch_reconnect_reinstalls_its_state(diamond):
     subprocess.run(["ovs-vsctl", "del-controller", "cs2"], check=True)
     try:
         diamond.wait(lambda s: 2 not in s["topology"]["connected_switches"], 10, "cs2 to disconnect")
-        cn.ofctl("del-flows", "cs2")
-        cn.ofctl("del-groups", "cs2")
-        assert "mpls_label" not in cn.ofctl("dump-flows", "cs2")
+        ofctl("del-flows", "cs2")
+        ofctl("del-groups", "cs2")
+        assert "mpls_label" not in ofctl("dump-flows", "cs2")
     finally:
         subprocess.run(["ovs-vsctl", "set-controller", "cs2", *target], check=True)
     state = diamond.wait(lambda s: 2 in s["topology"]["connected_switches"]

@@ -286,13 +286,10 @@ def test_cli_topology_is_optional_and_bad_discovery_options_fail_cleanly():
 def test_model_router_registers_each_discovered_topology_with_a_real_inference_server(tmp_path):
     """The model router talks to a real in-process inference service (equal-split reference model):
     the first discovered topology is registered, a rebuilt one is registered again (new version)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from inference_support import RunningServer
     from tellm.controller.routers import ModelRouter
     from tellm.inference.reference_model import write_equal_split_model
+
+    from ..inference_support import RunningServer
 
     srv = RunningServer(write_equal_split_model(tmp_path / "reference.onnx"))
     try:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ._observability import EXPORTER_MODULES, ModuleMissing, exporter_jobs, metrics_table, registered_metrics
+from .._observability import EXPORTER_MODULES, ModuleMissing, exporter_jobs, metrics_table, registered_metrics
 
 TYPES = {"counter", "gauge", "histogram"}
 #: Unit column -> the suffix Prometheus conventions ask for.

@@ -22,13 +22,10 @@ Takes about a minute (most of it waiting for rate windows to fill; the policy da
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -41,16 +38,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from controller_net import start_udp
 
-from ._observability import ROOT, Query, dashboard_queries, exporter_jobs, jobs, substitute_grafana_macros
+from tellm.mininet_scenarios import net as testbed_net
+from tellm.mininet_scenarios.orchestrate import free_port as _free_port
+from tellm.mininet_scenarios.scenarios import from_yaml
+from tellm.mininet_scenarios.udpflows import start_udp
+
+from .._observability import ROOT, Query, dashboard_queries, exporter_jobs, jobs, substitute_grafana_macros
 
 SCRAPE_INTERVAL_SECONDS = 1
 RATE_INTERVAL = "10s"  # Grafana: max(4 x scrape interval, step + scrape interval)
 ANNOTATION_INTERVAL = "5s"
 TOPOLOGY = ROOT / "deploy" / "topology-example.yaml"
-LOCK_FILE = "/tmp/tellm-mininet.lock"
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 JOBS = {exporter: job for exporter, (_, job) in exporter_jobs().items()}
 POLICY_STATES = ROOT / "tests" / "fixtures" / "controller_states.json"
 #: The daemon's timing: one replayed snapshot per poll, so the 30 recorded states play in ~15 s. The first
@@ -60,12 +59,6 @@ POLICY_STATES = ROOT / "tests" / "fixtures" / "controller_states.json"
 POLICY_POLL_SECONDS = 0.5
 POLICY_MIN_CHANGE_INTERVAL_SECONDS = 2.0
 POLICY_ROLLBACK_WINDOW_SECONDS = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http_get(url: str, timeout: float = 2.0) -> bytes:
@@ -166,15 +159,8 @@ def _inference_unavailable() -> str | None:
 def _controller_unavailable() -> str | None:
     if "controller" not in _subcommands():
         return "`tellm controller` (issue 5, controller) is not on this branch"
-    if os.geteuid() != 0:
-        return "the controller source needs a Mininet network: run as root"
-    try:
-        import mininet.net  # noqa: F401
-    except ImportError:
-        return "Mininet is not importable (Debian package mininet, Debian's /usr/bin/python3 venv)"
-    if shutil.which("ovs-vsctl") is None or not Path(OVS_CTL).exists():
-        return "Open vSwitch is not installed (Debian package openvswitch-switch)"
-    return None
+    reason = testbed_net.mininet_unavailable()
+    return None if reason is None else f"the controller source needs a Mininet network: {reason}"
 
 
 def _policy_unavailable(inference_reason: str | None) -> str | None:
@@ -183,67 +169,6 @@ def _policy_unavailable(inference_reason: str | None) -> str | None:
     if inference_reason is not None:  # its PolicyService lives in `tellm serve`
         return f"the policy daemon applies policies through `tellm serve`, which cannot run: {inference_reason}"
     return None
-
-
-def _ensure_ovs() -> None:
-    if subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True).returncode == 0:
-        return
-    subprocess.run([OVS_CTL, "start", "--system-id=random", "--no-monitor"], capture_output=True, check=True)
-
-
-@contextlib.contextmanager
-def _mininet_lock(timeout_seconds: float = 300):
-    """The machine-wide lock around any Open vSwitch/Mininet experiment (COMMON.md)."""
-    with open(LOCK_FILE, "a") as f:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip(f"{LOCK_FILE} held by another experiment for {timeout_seconds:.0f} s")
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _host(i: int) -> tuple[str, str, str]:
-    """Host 1 on switch i per the addressing contract: name, IP, MAC."""
-    return f"h{i}x1", f"10.{i // 256}.{i % 256}.1", f"00:00:0a:{i // 256:02x}:{i % 256:02x}:01"
-
-
-def _remove_leftovers(switches: list[str]) -> None:
-    """What a crashed run of this network may have left: only our bridge and interface names."""
-    for s in switches:
-        subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", s], capture_output=True)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    ours = re.compile(rf"^(({'|'.join(map(re.escape, switches))})-eth\d+|h\d+x1-eth\d+)$")
-    for name in re.findall(r"^\d+: ([^:@]+)", links, flags=re.M):
-        if ours.match(name):
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-
-
-def _build_network(topo_doc: dict, of_port: int):
-    from mininet.link import TCLink
-    from mininet.log import setLogLevel
-    from mininet.net import Mininet
-    from mininet.node import OVSSwitch, RemoteController
-
-    setLogLevel("error")
-    net = Mininet(controller=None, switch=OVSSwitch, link=TCLink, autoSetMacs=False, build=False)
-    net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=of_port)
-    for node in topo_doc["nodes"]:
-        i = topo_doc["dpids"][node]
-        net.addSwitch(node, dpid=f"{i:016x}", datapath="user", protocols="OpenFlow15", failMode="secure")
-        name, ip, mac = _host(i)
-        net.addLink(net.addHost(name, ip=ip + "/8", mac=mac), node, bw=100)
-    for link in topo_doc["links"]:
-        net.addLink(link["src"], link["dst"], bw=float(link["capacity_bps"]) / 1e6)
-    net.build()
-    return net
 
 
 def _metrics_text(port: int) -> str:
@@ -299,11 +224,11 @@ def stack(tmp_path_factory, request):
 
         controller = None
         if JOBS["controller"] in targets:
-            topo_doc = yaml.safe_load(TOPOLOGY.read_text())
-            cleanup.enter_context(_mininet_lock())
-            _ensure_ovs()
-            _remove_leftovers(topo_doc["nodes"])
-            cleanup.callback(_remove_leftovers, topo_doc["nodes"])
+            try:
+                cleanup.enter_context(testbed_net.mininet_lock(timeout_seconds=300))
+            except testbed_net.TestbedError as exc:  # another experiment holds the machine's switches
+                pytest.skip(str(exc))
+            testbed_net.ensure_ovs()
             # Before the inference service exists: the first routed loops fall back (and say so).
             controller = _start("controller", _tellm(
                 "controller", "--topology", str(TOPOLOGY), "--router", "model",
@@ -313,10 +238,9 @@ def stack(tmp_path_factory, request):
                 tmp, cleanup)
             _wait("controller /metrics", lambda: "tellm_mlu_ratio" in _metrics_text(ports["controller_metrics"]),
                   60, controller)
-            net = _build_network(topo_doc, ports["of"])
-            cleanup.callback(net.stop)
-            net.start()
-            hosts = [net.get(_host(topo_doc["dpids"][n])[0]) for n in topo_doc["nodes"]]
+            testbed = testbed_net.Testbed.start(from_yaml(TOPOLOGY), of_port=ports["of"])  # hosts h<dpid>x1
+            cleanup.callback(testbed.stop)
+            hosts = [testbed.host(name) for name in testbed.host_names()]
             _wait("a fallback while inference is down",
                   lambda: 'tellm_fallback_total{reason="unavailable"}' in _metrics_text(ports["controller_metrics"]),
                   45, controller)

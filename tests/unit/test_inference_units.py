@@ -7,14 +7,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inference_support import paths_for, ring_topology
-
 from tecore import link_loads
 from tellm.inference.codec import get_array, register_request, set_packed
 from tellm.inference.errors import FailedPrecondition, InvalidArgument
@@ -23,7 +20,8 @@ from tellm.inference.reference_model import write_equal_split_model
 from tellm.inference.topologies import TopologyStore, build_topology
 from tellm.v1 import traffic_engineering_service_pb2 as pb
 
-ROOT = Path(__file__).resolve().parents[1]
+from .. import ROOT
+from ..inference_support import paths_for, ring_topology
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-RECIPES = Path(__file__).resolve().parents[1] / "inference" / "recipes"
+from .. import ROOT
+
+RECIPES = ROOT / "inference" / "recipes"
 
 pytest.importorskip("torch")
 

@@ -1,6 +1,6 @@
 """The Grafana dashboards are valid JSON models whose panels, datasources and PromQL are consistent
 with the provisioning files and docs/metrics.md (structure only; the live check of every query
-against a real Prometheus is tests/test_observability_prometheus.py)."""
+against a real Prometheus is tests/integration/test_observability_prometheus.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from ._observability import (DASHBOARD_DIR, ROOT, all_panels, dashboard_files, dashboard_queries, exporter_jobs,
+from .._observability import (DASHBOARD_DIR, ROOT, all_panels, dashboard_files, dashboard_queries, exporter_jobs,
                              jobs, metric_names, metrics_table, substitute_grafana_macros)
 
 PROVISIONING = DASHBOARD_DIR / "provisioning"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .policy_helpers import ensure_policy_stubs, recorded_states
+from ..policy_helpers import ensure_policy_stubs, recorded_states
 
 ensure_policy_stubs()
 server_mod = pytest.importorskip("tellm.inference.server", reason="the inference service is not on this branch")

@@ -9,7 +9,7 @@ from tecore import PathSet, Topology, compute_paths, generate, load_topology, sc
 from tecore.objectives import evaluate_objective, solve_policy_lp, solve_policy_vector
 from tellm.policy.policies import POLICIES, Policy, PolicyError, make_policy, policy_from_vector
 
-from .policy_helpers import triangle
+from ..policy_helpers import triangle
 
 
 def test_policy_vectors_follow_the_contract():

@@ -3,9 +3,6 @@ ordering, failure renormalisation, routers and the core state machine (no switch
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from tellm.controller.core import ControllerConfig, ControllerCore
@@ -27,8 +24,7 @@ from tellm.controller.tm import TMEstimator, relative_change
 
 from tecore import Topology, check_split
 
-sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
-from controller_fixtures import diamond, diamond_paths
+from .controller_fixtures import diamond, diamond_paths
 
 
 @pytest.fixture
