@@ -153,20 +153,19 @@ def test_sndlib_scenarios_need_the_data_dir(monkeypatch, tmp_path):
 
 def test_demo_traffic_sources(data_dir):
     from tecore import ecmp_link_loads, mlu
-    from tellm.errors import CLIError
-    from tellm.commands.demo import traffic_matrix
+    from tellm.mininet_scenarios.schedule import traffic_matrix
 
     sc = S.get("abilene")
     for src in ("scenario", "gravity", "bimodal"):
         tm = traffic_matrix(sc, src, seed=2, load=0.5)
         assert mlu(sc.topology, ecmp_link_loads(sc.topology, tm)) == pytest.approx(0.5)
-    with pytest.raises(CLIError, match="choose scenario"):
+    with pytest.raises(S.ScenarioError, match="choose scenario"):
         traffic_matrix(sc, "nope", 0, None)
 
 
 def test_demo_replays_real_sndlib_matrices(data_dir, monkeypatch):
     from tecore import ecmp_link_loads, mlu
-    from tellm.commands.demo import traffic_matrix
+    from tellm.mininet_scenarios.schedule import traffic_matrix
 
     monkeypatch.setenv("TELLM_DATA_DIR", str(data_dir))
     for name in ("abilene", "geant"):
