@@ -76,7 +76,7 @@ def test_cli_errors_are_one_line(capsys, monkeypatch):
 
 
 def test_llm_daemon_process_with_env_config(tmp_path):
-    from .test_policy_llm import ScriptedLLM, call, tool_msg
+    from ..scripted_llm import ScriptedLLM, call, tool_msg
 
     llm = ScriptedLLM([tool_msg(call("apply_policy", {"policy": "headroom", "params": {"fraction": 0.1},
                                                       "reason": "scripted"})),
