@@ -70,7 +70,7 @@ def restrict_top(d: np.ndarray, m: int | None) -> np.ndarray:
 def bench_case(name, source, count, args, head):
     from tecore import compute_paths, ecmp_mlu, load_topology, solve_min_mlu, split_mlu
     from tecore.optimum import solve_optimum
-    from tecore.paths import DEFAULT_STRATEGY
+    from tecore.strategies import DEFAULT_STRATEGY
     from tellm.inference.features import onnx_inputs
 
     topo = load_topology(name)
@@ -176,10 +176,11 @@ def merge(out: Path, others: list[Path]) -> int:
 
 
 def main(argv=None) -> int:
-    from tellm.inference.runner import DEFAULT_MODEL, TEHeadRunner, sha256_file
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+    from tellm.inference.session import load_model, sha256_file
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/model.json"))
     p.add_argument("--only", action="append", default=None, help="run only these topologies (repeatable)")
     p.add_argument("--count", type=int, default=None, help="override the TM count of every case")
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
         return update_card(a.model, a.out)
     if a.merge:
         return merge(a.out, a.merge)
-    head = TEHeadRunner(a.model, intra_op_threads=a.threads)
+    head = load_model(a.model, provider="cpu", threads=a.threads)
     doc = {"model": str(a.model), "model_sha256": sha256_file(a.model), "ort_threads": a.threads,
            "cpu_count": os.cpu_count(), "seed": a.seed, "topologies": [], "rows": {}}
     if a.out.exists():
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
 
 
 def update_card(model: Path, results: Path) -> int:
-    from tellm.inference.runner import sha256_file
+    from tellm.inference.session import sha256_file
 
     card_file = model.with_suffix(".json")
     card = json.loads(card_file.read_text())
@@ -250,11 +251,11 @@ def update_card(model: Path, results: Path) -> int:
             "has the rounds in model_config (chosen on validation, see validation_model_over_lp_by_rounds, "
             "capped where ORT CPU still matches PyTorch within 1e-4)")
         card["training"]["run"] = {
-            "device": "NVIDIA H100 80GB HBM3 (device tool), torch 2.11.0+cu130",
+            "device": "NVIDIA H100 80GB HBM3, torch 2.11.0+cu130",
             "steps": ts["steps"], "seconds": ts["seconds"], "best_step": ts["best_val"]["step"],
-            "selection": "3 recipe variants trained side by side on one H100 in one call (A = recipe as "
-                         "shipped; B: hidden 128, lr 1e-3, batch 32; C: round_loss_decay 0.3, tau_end 1e-3, "
-                         "fail_prob 0.2); A kept for the best validation geo-mean across rounds",
+            "selection": "3 recipe variants trained side by side on one H100 (scripts/train_te_head_gpu.sh: A = recipe "
+                         "as shipped; B: hidden 96, lr 0.0015; C: policy_prob 0.35, round_loss_decay 0.5); "
+                         "A kept for the best validation geo-mean across rounds",
             "log": "inference/models/tellm-te-train-log.jsonl.gz"}
     gpu = results.parent / "gpu_timing.json"
     if gpu.exists():

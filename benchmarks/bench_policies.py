@@ -28,6 +28,8 @@ import numpy as np
 
 from tecore import compute_paths, generate, load_topology, scale_to_mlu, shortest_path_split
 from tecore.objectives import evaluate_objective, solve_policy_lp
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+from tellm.inference.features import onnx_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -36,33 +38,14 @@ POLICIES = [("min_mlu", 0.0, 0.0), ("headroom(0.1)", 0.0, 0.1), ("headroom(0.3)"
             ("latency_aware(1.0)", 1.0, 0.0)]
 
 
-def onnx_inputs(topo, paths, demand, policy_vec) -> dict:
-    """The TE head's inputs (the shared ONNX contract), built from a tecore PathSet."""
-    try:
-        from tellm.inference.features import onnx_inputs as f
-
-        return f(topo, paths, demand, policy=policy_vec)
-    except ImportError:
-        pass
-    inc_path = np.repeat(np.arange(paths.num_paths), np.diff(paths.path_ptr))
-    return {"demand_bps": demand.astype(np.float32), "capacity_bps": topo.capacity_bps.astype(np.float32),
-            "latency_seconds": topo.latency_seconds.astype(np.float32),
-            "link_up": np.ones(topo.num_links, dtype=np.float32), "path_pair": paths.path_pair.astype(np.int64),
-            "inc_path": inc_path.astype(np.int64), "inc_link": paths.path_links.astype(np.int64),
-            "policy": np.asarray(policy_vec, dtype=np.float32)}
-
-
-def load_model(path: Path):
+def open_model(path: Path):
+    """(the model on one CPU thread, its sha256[:12]); (None, None) when the file is absent."""
     if not path.exists():
         return None, None
-    import hashlib
+    from tellm.inference.session import load_model
 
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return sess, hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    model = load_model(path, provider="cpu", threads=1)
+    return model, model.sha256[:12]
 
 
 def geo(x) -> float:
@@ -77,7 +60,7 @@ def main() -> None:
     ap.add_argument("--load", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--model", type=Path, default=ROOT / "inference" / "models" / "tellm-te.onnx")
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     ap.add_argument("--out", type=Path, default=RESULTS / "policies.json")
     ap.add_argument("--policies", nargs="+", default=None, metavar="LABEL",
                     help=f"only these policies (labels: {', '.join(p[0] for p in POLICIES)})")
@@ -92,14 +75,14 @@ def main() -> None:
     policies = [p for p in POLICIES if args.policies is None or p[0] in args.policies]
     if args.policies and len(policies) != len(args.policies):
         raise SystemExit(f"unknown policy label in {args.policies}; known: {', '.join(p[0] for p in POLICIES)}")
-    sess, model_hash = load_model(args.model)
+    sess, model_hash = open_model(args.model)
     command = ("python benchmarks/bench_policies.py " + " ".join(f"--topology {t}" for t in topologies)
                + f" --count {args.count} --families {' '.join(args.families)} --load {args.load} --seed {args.seed}"
                + f" --k {args.k}" + (f" --policies {' '.join(args.policies)}" if args.policies else "")
                + (" --append" if args.append else ""))
     doc = {"command": command,
            "model": str(args.model.relative_to(ROOT)) if sess else None, "model_sha256_12": model_hash,
-           "model_status": "evaluated" if sess else "pending: no model file on this branch",
+           "model_status": "evaluated" if sess else "pending: no model file",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "load_avg_1m_at_start": os.getloadavg()[0]},
            "tm": f"{', '.join(args.families)}: {args.count} each per topology, seed {args.seed}, scaled to "
@@ -134,15 +117,14 @@ def main() -> None:
                 gaps["minmlu_lp"].append(evaluate_objective(topo, paths, d, mm.split, lam, h).objective / lp.value.objective)
                 if sess is not None:
                     vec = np.array([lam, h, 0, 0], dtype=np.float32)
-                    feeds = onnx_inputs(topo, paths, d, vec)
-                    feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
+                    feeds = onnx_inputs(topo, paths, d, policy=vec)
                     t0 = time.perf_counter()
-                    split = sess.run(["split"], feeds)[0].astype(np.float64)
+                    split = sess.route(feeds).split.astype(np.float64)
                     model_seconds.append(time.perf_counter() - t0)
                     v = evaluate_objective(topo, paths, d, split, lam, h)
                     gaps["model"].append(v.objective / lp.value.objective)
                     feeds["policy"] = np.zeros(4, dtype=np.float32)
-                    split0 = sess.run(["split"], feeds)[0].astype(np.float64)
+                    split0 = sess.route(feeds).split.astype(np.float64)
                     gaps["model_zero"].append(evaluate_objective(topo, paths, d, split0, lam, h).objective
                                               / lp.value.objective)
                     model_mlu.append(v.mlu)

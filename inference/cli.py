@@ -47,10 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args) -> int:
     from tellm.errors import CLIError
 
-    from .session import ModelError, default_model_path
+    from .artifacts import DEFAULT_MODEL_PATH
+    from .session import ModelError
     from .server import ServerConfig, serve
 
-    model = args.model or default_model_path()
+    model = args.model or DEFAULT_MODEL_PATH
     if not model.exists():
         raise CLIError(f"model file {model} does not exist" +
                        ("" if args.model else " (no model is shipped in this install; pass --model FILE.onnx)"))

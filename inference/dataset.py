@@ -2,8 +2,8 @@
 
 The file is built here with tecore (paths, TM generators, and the LP optimum of the *validation*
 instances, used only to report progress -- never as a training label) so that the GPU side needs only
-torch and numpy. Topology lists come from the recipe (train / validation / held-out / excluded); this
-module refuses a recipe whose training or validation lists touch the held-out or excluded ones.
+torch and numpy. Topology lists come from the recipe (train / validation / held-out / excluded);
+recipe.py refuses a recipe whose training or validation lists touch the held-out or excluded ones.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .features import incidence_arrays
+from .recipe import RecipeError, parse_recipe
 
 
 # (latency_weight, headroom_fraction) of the per-policy validation instances.
@@ -24,10 +24,6 @@ VALIDATION_POLICY_TMS = 3
 VALIDATION_MLU = 0.6
 FIELDS = ("capacity_bps", "latency_seconds", "reverse_link", "path_pair", "inc_path", "inc_link", "tms", "lp_mlu",
           "pol_lp", "pol_scale")
-
-
-class RecipeError(ValueError):
-    """A recipe file that cannot be used; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -52,32 +48,6 @@ class TopologyData:
         return int(self.tms.shape[1])
 
 
-def load_recipe(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        recipe = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError(f"{path}: cannot read recipe ({exc})") from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping")
-    for key in ("data", "model", "train"):
-        if not isinstance(recipe.get(key), dict):
-            raise RecipeError(f"{path}: missing mapping {key!r}")
-    split = recipe["data"]
-    for key in ("train", "validation", "held_out"):
-        if not isinstance(split.get(key), list) or not split[key]:
-            raise RecipeError(f"{path}: data.{key} must be a non-empty list of topology names")
-    banned = {n.lower() for n in split["held_out"] + split.get("excluded", [])}
-    for key in ("train", "validation"):
-        leak = [n for n in split[key] if n.lower() in banned]
-        if leak:
-            raise RecipeError(f"{path}: data.{key} contains held-out/excluded topologies: {', '.join(leak)}")
-    overlap = {n.lower() for n in split["train"]} & {n.lower() for n in split["validation"]}
-    if overlap:
-        raise RecipeError(f"{path}: topologies in both train and validation: {', '.join(sorted(overlap))}")
-    return recipe
-
-
 def _reverse_links(topo) -> np.ndarray:
     li = topo.link_index
     return np.array([li.get((int(v), int(u)), -1) for u, v in zip(topo.src, topo.dst)], dtype=np.int64)
@@ -87,18 +57,15 @@ def build_topology_data(name: str, recipe: dict, with_lp: bool) -> TopologyData:
     from tecore import compute_paths, generate, load_topology, solve_min_mlu
     from tecore.objectives import solve_policy_lp
 
-    data = recipe["data"]
+    r = parse_recipe(recipe)
     topo = load_topology(name)
-    max_nodes = int(data.get("max_nodes", 50))
-    if topo.num_nodes > max_nodes:
-        raise RecipeError(f"{name}: {topo.num_nodes} nodes, more than data.max_nodes={max_nodes}")
-    paths = compute_paths(topo, k=int(recipe.get("paths", {}).get("k", 4)),
-                          strategy=recipe.get("paths", {}).get("strategy", "shortest"), workers=1)
-    per_family = int(data.get("tms_per_family", 5))
-    seed = int(recipe.get("seed", 0)) * 1_000_003 + zlib.crc32(name.encode())  # stable across runs
+    if topo.num_nodes > r.data.max_nodes:
+        raise RecipeError(f"{name}: {topo.num_nodes} nodes, more than data.max_nodes={r.data.max_nodes}")
+    paths = compute_paths(topo, k=r.paths.k, strategy=r.paths.strategy, workers=1)
+    seed = r.seed * 1_000_003 + zlib.crc32(name.encode())  # stable across runs
     tms = []
-    for f, family in enumerate(data.get("families", ["gravity"])):
-        for tm in generate(topo, family, per_family, seed=seed + f):
+    for f, family in enumerate(r.data.families):
+        for tm in generate(topo, family, r.data.tms_per_family, seed=seed + f):
             d = tm.pair_demands(paths.pairs)
             dmax = d.max()
             if dmax > 0:
@@ -125,7 +92,8 @@ def build_topology_data(name: str, recipe: dict, with_lp: bool) -> TopologyData:
 def prepare(recipe: dict, out_file: str | Path, progress: bool = True) -> Path:
     """Build the dataset file for the recipe's train and validation topologies."""
     out_file = Path(out_file)
-    names = [(n, "train") for n in recipe["data"]["train"]] + [(n, "val") for n in recipe["data"]["validation"]]
+    data = parse_recipe(recipe).data
+    names = [(n, "train") for n in data.train] + [(n, "val") for n in data.validation]
     arrays: dict[str, np.ndarray] = {}
     it = names
     if progress:

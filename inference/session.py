@@ -1,6 +1,11 @@
-"""The served model: an ONNX Runtime session with the tellm TE interface, swappable at run time.
+"""The one ONNX loader: a TE model file as an ONNX Runtime session with the tellm TE interface.
 
-``ModelHolder.current`` is a plain attribute read, so a request takes one consistent model for its
+``load_model`` is how every part of tellm opens a model (``tellm serve``, ``tellm eval --router
+model``, the export check, the benchmarks and the tests): it checks the interface, reads the model
+card and raises ``ModelError`` with a one-line reason. ``LoadedModel.route`` runs one request from
+the dict of ``features.onnx_inputs``.
+
+``ModelHolder`` keeps the served model swappable at run time: ``ModelHolder.current`` is a plain attribute read, so a request takes one consistent model for its
 whole life while a reload builds the next session beside it and swaps the reference; the old
 session is freed when its last request finishes. A model that fails to load or lacks the
 interface never replaces a working one.
@@ -41,9 +46,19 @@ class ModelError(RuntimeError):
     """A model file that cannot be served (missing, unreadable, wrong interface)."""
 
 
-def default_model_path() -> Path:
-    """The shipped model, resolved from the installed package."""
-    return Path(__file__).resolve().parent / "models" / "tellm-te.onnx"
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    split: np.ndarray  # float32 [Np]
+    link_load_bps: np.ndarray  # float32 [L]
+    mlu: float
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,16 @@ class LoadedModel:
     @property
     def device(self) -> str:
         return "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+
+    @property
+    def card(self) -> dict:
+        """The model card (the JSON beside the model file); empty when there is none."""
+        return json.loads(self.card_json) if self.card_json else {}
+
+    def route(self, inputs: dict[str, np.ndarray]) -> HeadOutput:
+        """One run on the inputs of ``features.onnx_inputs`` (extra keys are ignored)."""
+        out = self.run({name: inputs[name] for name in REQUIRED_INPUTS})
+        return HeadOutput(out["split"], out["link_load_bps"], float(np.asarray(out["mlu"]).reshape(-1)[0]))
 
     def run(self, feeds: dict[str, np.ndarray], run_options=None) -> dict[str, np.ndarray]:
         """Plain run with every input from host memory."""
@@ -180,6 +205,8 @@ def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threa
     try:
         stat = _file_stat(path)
         data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelError(f"cannot read model file {path}: no such model file") from exc
     except OSError as exc:
         raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
     sha = hashlib.sha256(data).hexdigest()

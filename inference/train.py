@@ -31,6 +31,7 @@ import torch
 
 from . import dataset as ds
 from .model import ModelConfig, TEHead, seg_max, seg_sum
+from .recipe import RecipeError, TrainConfig, apply_overrides, load_recipe, parse_recipe, typed_section
 
 
 class _Dev:
@@ -58,22 +59,22 @@ class _Dev:
         self.n_groups = int(uniq.numel())
 
 
-def _augment(topo: _Dev, tm_index: int, cfg: dict, gen: torch.Generator, device):
+def _augment(topo: _Dev, tm_index: int, cfg: TrainConfig, gen: torch.Generator, device):
     d = topo.tms[tm_index].clone()
-    sigma = float(cfg.get("demand_noise_sigma", 0.5)) * float(torch.rand((), generator=gen))
+    sigma = cfg.demand_noise_sigma * float(torch.rand((), generator=gen))
     d = d * torch.exp(sigma * torch.randn(d.shape, generator=gen).to(device))
-    if float(torch.rand((), generator=gen)) < float(cfg.get("sparsity_prob", 0.2)):
+    if float(torch.rand((), generator=gen)) < cfg.sparsity_prob:
         keep = torch.rand(d.shape, generator=gen).to(device) < 0.2 + 0.6 * float(torch.rand((), generator=gen))
         keep[torch.argmax(d)] = True  # never an empty TM
         d = d * keep
     cap = topo.cap.clone()
-    if float(torch.rand((), generator=gen)) < float(cfg.get("capacity_aug_prob", 0.5)):
-        choices = torch.tensor(cfg.get("capacity_choices", [1.0, 2.5, 4.0, 10.0]), device=device)
+    if float(torch.rand((), generator=gen)) < cfg.capacity_aug_prob:
+        choices = torch.tensor(cfg.capacity_choices, device=device)
         pick = torch.randint(0, choices.numel(), (topo.L,), generator=gen).to(device)
         cap = cap * choices[pick][topo.und]
     up = torch.ones(topo.L, device=device)
-    if float(torch.rand((), generator=gen)) < float(cfg.get("fail_prob", 0.3)):
-        n_fail = int(torch.randint(1, int(cfg.get("max_failed_links", 2)) + 1, (), generator=gen))
+    if float(torch.rand((), generator=gen)) < cfg.fail_prob:
+        n_fail = int(torch.randint(1, cfg.max_failed_links + 1, (), generator=gen))
         for _ in range(n_fail):
             l = int(torch.randint(0, topo.L, (), generator=gen))
             up[topo.und == topo.und[l]] = 0.0
@@ -163,11 +164,11 @@ def equal_split(batch):
                        1.0 / seg_sum(torch.ones_like(usable), pp, batch["demand_bps"])[pp])
 
 
-def sample_policies(n: int, cfg: dict, rng: np.random.Generator, device) -> torch.Tensor:
+def sample_policies(n: int, cfg: TrainConfig, rng: np.random.Generator, device) -> torch.Tensor:
     """[n, 4] policy vectors: zero (min-MLU) with probability 1 - policy_prob, else latency_aware
     (lambda ~ U(0, 1)) or headroom (h ~ U(0, 0.5)) with equal odds."""
     pol = np.zeros((n, 4), dtype=np.float32)
-    on = rng.random(n) < float(cfg.get("policy_prob", 0.5))
+    on = rng.random(n) < cfg.policy_prob
     lat = rng.random(n) < 0.5
     pol[on & lat, 0] = rng.uniform(0.0, 1.0, int((on & lat).sum()))
     pol[on & ~lat, 1] = rng.uniform(0.0, 0.5, int((on & ~lat).sum()))
@@ -218,10 +219,16 @@ def validate(model, topos: list[_Dev], device, rounds=None, max_tms: int = 10) -
             "per_topology": per_topo, "policies": pol, "score": gm(every)}
 
 
+def model_config(recipe: dict) -> ModelConfig:
+    """The recipe's model section as the TE head's ModelConfig; RecipeError names a bad key."""
+    return typed_section(ModelConfig, recipe["model"], "model")
+
+
 def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", progress: bool = True,
           steps: int | None = None, time_limit_seconds: float | None = None, log=print) -> dict:
-    cfg = recipe["train"]
-    seed = int(recipe.get("seed", 0))
+    r = parse_recipe(recipe)
+    cfg = r.train
+    seed = r.seed
     torch.manual_seed(seed)
     np.random.seed(seed)
     dev = torch.device(device)
@@ -229,32 +236,31 @@ def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", 
     train_td, val_td = ds.load(dataset_file)
     train_topos = [_Dev(t, dev) for t in train_td]
     val_topos = [_Dev(t, dev) for t in val_td]
-    mcfg = ModelConfig(**recipe["model"])
+    mcfg = model_config(recipe)
     model = TEHead(mcfg).to(dev)
-    steps = int(steps or cfg.get("steps", 1000))
-    time_limit = float(time_limit_seconds or cfg.get("time_limit_seconds", 1e9))
+    steps = int(steps or cfg.steps)
+    time_limit = float(time_limit_seconds or cfg.time_limit_seconds)
     t_start = time.time()
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg.get("lr", 1e-3)),
-                            weight_decay=float(cfg.get("weight_decay", 1e-4)))
-    warm = int(cfg.get("warmup_steps", 100))
-    lr_min_frac = float(cfg.get("lr_min_fraction", 0.02))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = cfg.warmup_steps
+    lr_min_frac = cfg.lr_min_fraction
     # Learning rate and temperature follow the budget that ends first, steps or wall time, so that a
     # time-limited run still anneals.
     progress_of = lambda s: min(1.0, max(s / steps, (time.time() - t_start) / time_limit))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (
         lr_min_frac + (1 - lr_min_frac) * 0.5 * (1 + math.cos(math.pi * progress_of(s)))))
-    batch_n = int(cfg.get("batch_instances", 16))
-    tau0, tau1 = float(cfg.get("tau_start", 0.1)), float(cfg.get("tau_end", 0.005))
-    round_decay = float(cfg.get("round_loss_decay", 0.6))
-    rounds_choices = cfg.get("train_rounds", [mcfg.rounds])
-    val_every = int(cfg.get("val_every", 200))
+    batch_n = cfg.batch_instances
+    tau0, tau1 = cfg.tau_start, cfg.tau_end
+    round_decay = cfg.round_loss_decay
+    rounds_choices = cfg.train_rounds or (mcfg.rounds,)
+    val_every = cfg.val_every
     # Topologies drawn in proportion to sqrt(#pairs): big ones matter more, small ones still appear.
     weights = np.sqrt([t.P for t in train_topos])
     weights = weights / weights.sum()
     out_dir.mkdir(parents=True, exist_ok=True)
     logf = (out_dir / "train_log.jsonl").open("w")
     best = {"score": float("inf")}
-    scale_lo, scale_hi = (float(x) for x in cfg.get("mlu_scale_range", [0.05, 1.5]))
+    scale_lo, scale_hi = cfg.mlu_scale_range
     bar = None
     if progress:
         try:
@@ -291,7 +297,7 @@ def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", 
         loss = loss / wsum
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.get("grad_clip", 1.0)))
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         with torch.no_grad():
@@ -326,7 +332,7 @@ def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", 
     rounds_sweep = {}
     if (out_dir / "best.pt").exists():
         model.load_state_dict(torch.load(out_dir / "best.pt", map_location=dev, weights_only=False)["model"])
-        for R in cfg.get("sweep_rounds", [mcfg.rounds]):
+        for R in cfg.sweep_rounds or (mcfg.rounds,):
             v = validate(model, val_topos, dev, rounds=int(R))
             rounds_sweep[str(R)] = {"geomean": v["geomean"], "policies": v["policies"], "score": v["score"]}
         log(f"validation model/LP geomean by rounds: {rounds_sweep}")
@@ -348,22 +354,14 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
                    help="override a recipe value, e.g. --set model.hidden=128 (recorded in the checkpoint)")
     a = p.parse_args(argv)
-    recipe = apply_overrides(ds.load_recipe(a.recipe), a.set)
+    try:
+        recipe = apply_overrides(load_recipe(a.recipe), a.set)
+        model_config(recipe)
+    except RecipeError as exc:
+        raise SystemExit(f"train: {exc}") from None
     train(recipe, a.dataset, a.out, a.device, progress=not a.no_progress, steps=a.steps,
           time_limit_seconds=a.time_limit)
     return 0
-
-
-def apply_overrides(recipe: dict, items: list[str]) -> dict:
-    import yaml
-
-    for item in items:
-        key, _, val = item.partition("=")
-        section, _, name = key.partition(".")
-        if not name or section not in recipe or not isinstance(recipe[section], dict):
-            raise SystemExit(f"--set {item!r}: expected SECTION.KEY=VALUE with an existing section")
-        recipe[section][name] = yaml.safe_load(val)
-    return recipe
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from .evaluate import (check_split, ecmp_link_loads, ecmp_mlu, link_loads, mlu, 
                        shortest_path_split, split_mlu, uniform_split)
 from .loaders import load_graphml, load_sndlib_network, load_topology, load_yaml_topology
 from .lp import LPError, LPResult, solve_min_mlu
-from .paths import PathError, PathSet, compute_paths
+from .paths import compute_paths
+from .pathset import PathError, PathSet
 from .topology import DEFAULT_CAPACITY_BPS, Topology, TopologyError
 from .traffic import TrafficError, TrafficMatrix, generate, read_sndlib_demands
 

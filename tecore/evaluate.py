@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 from scipy.sparse.linalg import splu
 
-from .paths import PathSet
+from .pathset import PathSet
 from .topology import Topology
 from .traffic import TrafficMatrix
 

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .evaluate import link_loads, mlu
-from .paths import PathSet
+from .pathset import PathSet
 from .topology import Topology
 
 

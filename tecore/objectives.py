@@ -34,7 +34,7 @@ import numpy as np
 
 from .evaluate import link_loads
 from .lp import LPError, build_path_lp, check_pair_demand, pair_link_index, run_to_optimum
-from .paths import PathSet
+from .pathset import PathSet
 from .topology import Topology
 
 MAX_HEADROOM_FRACTION = 0.5

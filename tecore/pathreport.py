@@ -14,7 +14,8 @@ import numpy as np
 
 from .lp import solve_min_mlu
 from .optimum import solve_optimum
-from .paths import compute_paths, path_stretch
+from .paths import compute_paths
+from .stretch import path_stretch
 from .topology import Topology
 from .traffic import TrafficMatrix, generate
 

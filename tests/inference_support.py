@@ -22,7 +22,7 @@ from tecore import PathSet, Topology, compute_paths
 
 from tellm.inference.client import InferenceClient
 from tellm.inference.reference_model import write_equal_split_model
-from tellm.inference.session import default_model_path
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH
 from tellm.inference.server import InferenceServer, ServerConfig
 
 TEST_MODEL_ENV = "TELLM_TEST_MODEL"
@@ -39,7 +39,7 @@ def model_under_test(directory: Path, name: str = "model.onnx") -> tuple[Path, b
     chosen = os.environ.get(TEST_MODEL_ENV)
     if chosen == "reference":
         return write_equal_split_model(dest), True
-    src = Path(chosen) if chosen else default_model_path()
+    src = Path(chosen) if chosen else DEFAULT_MODEL_PATH
     if not src.exists():
         pytest.fail(f"model under test {src} does not exist (set {TEST_MODEL_ENV})")
     shutil.copyfile(src, dest)

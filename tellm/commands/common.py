@@ -37,7 +37,7 @@ def add_tm_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_path_args(p: argparse.ArgumentParser) -> None:
-    from tecore.paths import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY, STRATEGIES
+    from tecore.strategies import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY, STRATEGIES
 
     g = p.add_argument_group("candidate paths")
     g.add_argument("--k", type=int, default=DEFAULT_K, help="paths per ordered pair (at most)")

@@ -80,15 +80,29 @@ def _shortest(topo, paths, args):
     return run
 
 
+#: --model-providers lists the loader understands, as ONNX Runtime provider names.
+_PROVIDER_LISTS = {("CPUExecutionProvider",): "cpu", ("CUDAExecutionProvider",): "cuda",
+                   ("CUDAExecutionProvider", "CPUExecutionProvider"): "auto"}
+
+
+def _provider_choice(text: str) -> str:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if names not in _PROVIDER_LISTS:
+        raise CLIError(f"--model-providers {text!r}: use one of "
+                       + "; ".join(",".join(k) for k in _PROVIDER_LISTS))
+    return _PROVIDER_LISTS[names]
+
+
 @router("model")
 def _model(topo, paths, args):
     """The TE head through ONNX Runtime (CPU unless --model-providers says otherwise)."""
     from tecore import check_split, split_mlu
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
     from tellm.inference.features import onnx_inputs
-    from tellm.inference.runner import DEFAULT_MODEL, ModelError, TEHeadRunner
+    from tellm.inference.session import ModelError, load_model
 
     try:
-        head = TEHeadRunner(args.model or DEFAULT_MODEL, providers=args.model_providers.split(","))
+        head = load_model(args.model or DEFAULT_MODEL_PATH, provider=_provider_choice(args.model_providers))
     except ModelError as exc:
         raise CLIError(str(exc)) from None
     static = onnx_inputs(topo, paths, np.zeros(paths.num_pairs))
@@ -127,7 +141,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX TE head for --router model (default: the shipped inference/models/tellm-te.onnx)")
     p.add_argument("--model-providers", default="CPUExecutionProvider",
-                   help="ONNX Runtime providers for --router model, comma-separated")
+                   help="ONNX Runtime providers for --router model, comma-separated: CPUExecutionProvider, "
+                        "CUDAExecutionProvider, or CUDAExecutionProvider,CPUExecutionProvider (CUDA, else CPU)")
     p.set_defaults(func=run)
 
 

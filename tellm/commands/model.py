@@ -7,18 +7,7 @@ import json
 from pathlib import Path
 
 from tellm.errors import CLIError
-
-
-def _inference_dir() -> Path:
-    """Folder of the tellm.inference package (source tree or site-packages), found without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("tellm.inference")
-    return Path(spec.origin).parent if spec and spec.origin else Path("inference")
-
-
-DEFAULT_RECIPE = _inference_dir() / "recipes" / "tellm-te.yaml"
-DEFAULT_MODEL = _inference_dir() / "models" / "tellm-te.onnx"
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH, DEFAULT_RECIPE_PATH
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "TE head on a smoothed-MLU objective. Writes best.pt / last.pt checkpoints, "
                     "train_log.jsonl and summary.json to --out. Needs PyTorch (pip install tellm[train]).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="training recipe (YAML)")
+    p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE_PATH, help="training recipe (YAML)")
     p.add_argument("--out", type=Path, default=Path("runs/tellm-te"), help="run directory")
     p.add_argument("--dataset", type=Path, default=None,
                    help="prepared dataset (.npz); built into the run directory when absent")
@@ -46,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "ONNX Runtime CPU against PyTorch on a topology, and write the card (<model>.json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("--checkpoint", type=Path, required=True, help="best.pt / last.pt from tellm train")
-    e.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="ONNX file to write")
+    e.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH, help="ONNX file to write")
     e.add_argument("--rounds", type=int, default=None,
                    help="refinement rounds baked into the ONNX graph (default: the checkpoint's)")
     e.add_argument("--check-topology", default="Abilene",
@@ -66,16 +55,21 @@ def run_train(args) -> int:
     import torch
 
     from tellm.inference import dataset as ds
-    from tellm.inference.train import train
+    from tellm.inference.recipe import RecipeError, load_recipe
+    from tellm.inference.train import model_config, train
 
     try:
-        recipe = ds.load_recipe(args.recipe)
-    except ds.RecipeError as exc:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as exc:
         raise CLIError(str(exc)) from None
     dataset = args.dataset or args.out / "dataset.npz"
-    if not dataset.exists():
-        ds.prepare(recipe, dataset, progress=True)
-        print(f"dataset written to {dataset}")
+    try:
+        model_config(recipe)
+        if not dataset.exists():
+            ds.prepare(recipe, dataset, progress=True)
+            print(f"dataset written to {dataset}")
+    except RecipeError as exc:
+        raise CLIError(f"{args.recipe}: {exc}") from None
     if args.prepare_only:
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -53,7 +53,8 @@ def run(args) -> int:
     import numpy as np
     from rich.console import Console
 
-    from tecore.paths import STRATEGIES, path_stretch
+    from tecore.stretch import path_stretch
+    from tecore.strategies import STRATEGIES
 
     import sys
 

@@ -55,6 +55,7 @@ def test_bad_inputs_are_named(abilene, kwargs, match):
 
 
 def test_inference_package_imports_without_torch():
-    code = ("import sys, tellm.inference, tellm.inference.features, tellm.inference.runner, tellm.commands.eval, "
-            "tellm.commands.model; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, tellm.inference, tellm.inference.features, tellm.inference.session, tellm.inference.server, "
+            "tellm.inference.recipe, tellm.commands.eval, tellm.commands.model; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 
 def test_recipe_refuses_held_out_topologies_in_training(tmp_path):
-    from tellm.inference.dataset import RecipeError, load_recipe
+    from tellm.inference.recipe import RecipeError, load_recipe
 
     doc = yaml.safe_load((RECIPES / "tiny.yaml").read_text())
     doc["data"]["train"].append("zoo:Kdl")
@@ -26,7 +26,7 @@ def test_recipe_refuses_held_out_topologies_in_training(tmp_path):
 
 
 def test_shipped_recipe_keeps_held_out_unseen():
-    from tellm.inference.dataset import load_recipe
+    from tellm.inference.recipe import load_recipe
 
     r = load_recipe(RECIPES / "tellm-te.yaml")
     held = {n.lower() for n in r["data"]["held_out"]}
@@ -59,7 +59,7 @@ def test_tiny_training_then_export_on_cpu(data_dir, tmp_path):
     assert main(["export", "--checkpoint", str(out / "best.pt"), "--out", str(onnx_file),
                  "--check-topology", "Abilene"]) == 0
     card = json.loads(onnx_file.with_suffix(".json").read_text())
-    from tellm.inference.runner import sha256_file
+    from tellm.inference.session import sha256_file
 
     assert card["sha256"] == sha256_file(onnx_file) and card["opset"] == 18
     assert card["export_check"]["max_abs_diff_ort_cpu_vs_torch"] <= 1e-4

@@ -13,8 +13,10 @@ import pytest
 
 from tecore import Topology, generate, load_topology, solve_min_mlu
 from tecore.optimum import solve_optimum
-from tecore.paths import (SEED_FAMILIES, SEED_TM_OFFSET, SEED_TMS_PER_FAMILY, STRATEGIES, compute_paths,
-                          path_stretch)
+from tecore.paths import compute_paths
+from tecore.seeded import SEED_FAMILIES, SEED_TM_OFFSET, SEED_TMS_PER_FAMILY
+from tecore.strategies import STRATEGIES
+from tecore.stretch import path_stretch
 
 
 def grid(n=4):
@@ -235,10 +237,10 @@ def test_cli_paths_rejects_bad_options(ladder_file):
 
 
 def test_optimum_seeded_falls_back_on_graphs_too_big_to_seed(monkeypatch):
-    import tecore.paths as paths_mod
+    import tecore.seeded as seeded_mod
 
     t = ladder()
-    monkeypatch.setattr(paths_mod, "SEED_MAX_LP_COLUMNS", t.num_nodes * t.num_links - 1)
+    monkeypatch.setattr(seeded_mod, "SEED_MAX_LP_COLUMNS", t.num_nodes * t.num_links - 1)
     with pytest.warns(UserWarning, match="using edge-disjoint paths only"):
         ps = compute_paths(t, k=3, strategy="optimum-seeded", use_cache=False, workers=1)
     ref = compute_paths(t, k=3, strategy="edge-disjoint", use_cache=False, workers=1)

@@ -1,38 +1,36 @@
 """The shipped TE head takes every policy's vector (the policy contract), and the per-policy
-evaluation scores its split. Skipped with a reason when the model file is not on this branch."""
+evaluation scores its split. Skipped with a reason when the model file is absent."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tecore import compute_paths
 from tecore.objectives import evaluate_objective, solve_policy_lp
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH as MODEL
+from tellm.inference.session import load_model
 from tellm.policy.policies import POLICIES, make_policy
 from tellm.policy.state import parse_controller_state
 from tellm.policy.tools import topology_from_state
 
-from ..policy_helpers import ROOT, recorded_states
+from ..policy_helpers import recorded_states
 
-MODEL = ROOT / "inference" / "models" / "tellm-te.onnx"
-pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inference/models/tellm-te.onnx on this branch")
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inference/models/tellm-te.onnx")
 
 
 def test_model_accepts_every_policy_vector():
-    ort = pytest.importorskip("onnxruntime")
     features = pytest.importorskip("tellm.inference.features")
     st = parse_controller_state(recorded_states()[-1])
     topo = topology_from_state(st.topology)
     paths = compute_paths(topo, k=4)
     demand = st.traffic_matrix_bps[paths.pairs[:, 0], paths.pairs[:, 1]]
-    sess = ort.InferenceSession(str(Path(MODEL)), providers=["CPUExecutionProvider"])
+    sess = load_model(MODEL, provider="cpu")
     for name in POLICIES:
         pol = make_policy(name)
         lam, h = pol.latency_weight, pol.headroom_fraction
         feeds = features.onnx_inputs(topo, paths, demand, policy=pol.to_vector())
-        split = sess.run(["split"], feeds)[0].astype(np.float64)
+        split = sess.route(feeds).split.astype(np.float64)
         assert np.all(split >= 0) and np.allclose(np.add.reduceat(split, paths.pair_ptr[:-1]), 1, atol=1e-4)
         v = evaluate_objective(topo, paths, demand, split, lam, h)
         lp = solve_policy_lp(topo, paths, demand, latency_weight=lam, headroom_fraction=h)
@@ -43,17 +41,16 @@ def test_model_is_conditioned_on_the_policy(data_dir):
     """The policy vector is learned, not decorative: on SNDlib GEANT (held out) the latency knob lowers the
     model's latency stretch, the headroom knob lowers its effective utilisation (both against the model's
     own min-MLU split), and each stays within 5 % of its policy's LP optimum."""
-    ort = pytest.importorskip("onnxruntime")
     features = pytest.importorskip("tellm.inference.features")
     from tecore import generate, load_topology, solve_min_mlu
 
     topo = load_topology("geant")
     paths = compute_paths(topo)
-    sess = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    sess = load_model(MODEL, provider="cpu")
     tm = generate(topo, "gravity", 1, seed=7)[0]
     demand = tm.pair_demands(paths.pairs)
     demand = demand * 0.6 / solve_min_mlu(topo, paths, demand).mlu  # latency_aware is scale-dependent
-    run = lambda vec: sess.run(["split"], features.onnx_inputs(topo, paths, demand, policy=vec))[0].astype(float)  # noqa: E731
+    run = lambda vec: sess.route(features.onnx_inputs(topo, paths, demand, policy=vec)).split.astype(float)  # noqa: E731
     base = run(make_policy("min_mlu").to_vector())
     for name, params, lam, h in (("latency_aware", {"weight": 0.5}, 0.5, 0.0), ("headroom", {"fraction": 0.3}, 0.0, 0.3)):
         split = run(make_policy(name, params).to_vector())
