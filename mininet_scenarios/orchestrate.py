@@ -138,15 +138,18 @@ class ControllerPorts:
 
 
 def start_controller(topology_yaml: Path | None, router: str, ports: ControllerPorts, inference_address: str | None,
-                     workdir: Path, poll_interval_seconds: float = 1.0, k: int = 4,
+                     workdir: Path, poll_interval_seconds: float = 1.0, k: int | None = 4,
                      extra: list[str] | None = None, verbose: int = 0) -> Service:
     """``tellm controller`` as a child process, logging to ``workdir/controller-<router>.log``; returns once
     its JSON API answers. ``topology_yaml`` None = the controller discovers the network; ``inference_address``
-    None = the controller's default; ``verbose`` = the number of ``-v`` (1: info log); ``extra``: more options."""
+    None = the controller's default (also for ``k``); ``verbose`` = the number of ``-v`` (1: info log);
+    ``extra``: more options."""
     argv = tellm_command() + ["-v"] * verbose + ["controller", "--router", router, "--of-port", str(ports.of_port),
                                                  "--poll-interval", str(poll_interval_seconds),
                                                  "--metrics-port", str(ports.metrics_port),
-                                                 "--api-port", str(ports.api_port), "--k", str(k), "--workers", "1"]
+                                                 "--api-port", str(ports.api_port), "--workers", "1"]
+    if k is not None:
+        argv += ["--k", str(k)]
     if topology_yaml is not None:
         argv += ["--topology", str(topology_yaml)]
     if inference_address is not None:

@@ -1,5 +1,6 @@
-"""The network of the controller's Mininet tests on the testbed harness (tellm.mininet_scenarios): a
-4-switch diamond with two hosts per switch, and a handle on the controller running against it."""
+"""The controller's Mininet tests on the testbed harness (tellm.mininet_scenarios): the controller and
+a scenario's network brought up together under the Mininet lock, a handle on both, and the 4-switch
+diamond most of these tests use."""
 
 from __future__ import annotations
 
@@ -77,26 +78,26 @@ class Ctx:
 
 
 @contextmanager
-def controller_on_diamond(workdir: Path, router: str, ready, what: str, topology: bool = True,
-                          extra: list[str] | None = None):
-    """Under the Mininet lock: the controller (``router``, k=2, info log; with the diamond's topology
-    file, or discovering it), then the diamond connected to it; yields a Ctx once ``ready(state)``
-    holds (30 s). Stops both and removes the bridges afterwards."""
+def controller_on(scenario: Scenario, workdir: Path, router: str, ready, what: str, topology: bool = True,
+                  k: int | None = 2, extra: list[str] | None = None, ready_timeout_seconds: float = 30):
+    """Under the Mininet lock: the controller (``router``, ``k`` paths per pair or the controller's
+    default for None, info log; with the scenario's topology file, or discovering it), then the
+    scenario's network connected to it; yields a Ctx once ``ready(state)`` holds. Stops both and
+    removes the bridges afterwards."""
     reason = mininet_unavailable()
     if reason:
         pytest.skip(reason)
-    scenario = diamond_scenario()
     ports = ControllerPorts.pick()
     with mininet_lock():
         ensure_ovs()
-        topo = scenario.write_yaml(workdir / "diamond.yaml") if topology else None
-        svc = start_controller(topo, router, ports, None, workdir, k=2, extra=extra, verbose=1)
+        topo = scenario.write_yaml(workdir / f"{scenario.name}.yaml") if topology else None
+        svc = start_controller(topo, router, ports, None, workdir, k=k, extra=extra, verbose=1)
         tb = None
         try:
             t0 = time.monotonic()
             tb = Testbed.start(scenario, of_port=ports.of_port)
             ctx = Ctx(router, tb, svc, ports, t0)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + ready_timeout_seconds
             while True:
                 try:
                     ctx.wait(ready, 5, what)
@@ -111,3 +112,9 @@ def controller_on_diamond(workdir: Path, router: str, ready, what: str, topology
                     tb.stop()
             finally:
                 svc.stop()
+
+
+def controller_on_diamond(workdir: Path, router: str, ready, what: str, topology: bool = True,
+                          extra: list[str] | None = None):
+    """``controller_on`` the diamond with k=2."""
+    return controller_on(diamond_scenario(), workdir, router, ready, what, topology=topology, extra=extra)

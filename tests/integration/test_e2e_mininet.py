@@ -4,7 +4,7 @@ UDP traffic replayed by the testbed's generator; loads measured from the switche
 
 Router under test: ``model`` (the TE head through the inference service) when the shipped model
 ``inference/models/tellm-te.onnx`` exists, else the controller's in-process ``lp`` (said in the test
-output); TELLM_E2E_ROUTER overrides. Each test holds /tmp/tellm-mininet.lock while its network lives.
+output); TELLM_E2E_ROUTER overrides. Each test holds the Mininet lock while its network lives.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +11,9 @@ import yaml
 from tellm.inference.recipe import (DataConfig, RecipeError, TrainConfig, apply_overrides, load_recipe, parse_recipe,
                                     typed_section)
 
-RECIPES = Path(__file__).resolve().parents[1] / "inference" / "recipes"
+from .. import ROOT
+
+RECIPES = ROOT / "inference" / "recipes"
 TINY = yaml.safe_load((RECIPES / "tiny.yaml").read_text())
 
 

@@ -5,8 +5,6 @@ OpenFlow messages), with a topology file and in discovery mode."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import networkx as nx
@@ -26,8 +24,7 @@ from tellm.controller.routers import LPRouter
 
 from tecore import PathSet, Topology
 
-sys.path.insert(0, str(Path(__file__).parent))  # works with and without tests/__init__.py
-from test_controller_ofglue import FakeDatapath, _packet_in
+from .test_controller_ofglue import FakeDatapath, _packet_in
 
 # s1 has three neighbours: s2 and s3 (short ways to s4) and s5 (the long way s1-s5-s6-s4). With two
 # candidate paths per pair, losing s1-s2 and s1-s3 strands s1 -> s4 although s5 still connects s1.
@@ -311,9 +308,10 @@ def test_app_repairs_two_failures_make_before_break_and_restores(mode):
 
 
 def test_model_router_registers_the_repaired_path_set_with_a_real_inference_server(tmp_path):
-    from inference_support import RunningServer
     from tellm.controller.routers import ModelRouter
     from tellm.inference.reference_model import write_equal_split_model
+
+    from ..inference_support import RunningServer
 
     srv = RunningServer(write_equal_split_model(tmp_path / "reference.onnx"))
     try:

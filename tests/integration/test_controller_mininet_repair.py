@@ -17,16 +17,18 @@ import itertools
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import networkx as nx
 import pytest
-import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import controller_net as cn
+from tellm.controller.addressing import host_ip
+from tellm.mininet_scenarios.ofctl import ofctl
+from tellm.mininet_scenarios.scenarios import LinkSpec, Scenario
+from tellm.mininet_scenarios.udpflows import start_udp
+
+from . import controller_net as cn
 
 pytestmark = pytest.mark.mininet
 
@@ -41,93 +43,27 @@ UDP_FLOWS = 64
 
 
 def _host(i: int) -> str:
-    return f"rh{i}"
+    return Scenario.host_name(i, 1)
 
 
 def _ip(i: int) -> str:
-    return f"10.0.{i}.1"
+    return host_ip(i, 1)
 
 
-def _cleanup() -> None:
-    """Our own bridges and veths only (never `mn -c`)."""
-    for s in SWITCHES:
-        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", s], capture_output=True, check=False)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    for name in re.findall(r"^\d+: ([^:@]+)", links, flags=re.MULTILINE):
-        if re.match(r"^(rs\d+-eth\d+|rh\d+-eth\d+)$", name):
-            subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
-
-
-def _build(of_port: int):
-    from mininet.link import TCLink
-    from mininet.net import Mininet
-    from mininet.node import OVSSwitch, RemoteController
-
-    net = Mininet(controller=None, switch=OVSSwitch, link=TCLink, autoSetMacs=False, build=False)
-    net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=of_port)
-    for i, s in enumerate(SWITCHES, start=1):
-        net.addSwitch(s, dpid=f"{i:016x}", datapath="user", protocols="OpenFlow15", failMode="secure")
-        h = net.addHost(_host(i), ip=_ip(i) + "/8", mac=f"00:00:0a:00:{i:02x}:01")
-        net.addLink(h, s, bw=100)
-    for a, b in EDGES:
-        net.addLink(f"rs{a}", f"rs{b}", bw=CAPACITY_BPS / 1e6)
-    net.build()
-    return net
+def six_scenario() -> Scenario:
+    """Switch rs<i> has datapath id i and one host."""
+    return Scenario("repair-six", "six switches, three ways from rs1 to rs4", tuple(SWITCHES),
+                    tuple(LinkSpec(f"rs{a}", f"rs{b}", CAPACITY_BPS) for a, b in EDGES), bridge_prefix="rs")
 
 
 @pytest.fixture(params=["k1-one-failure", "default-two-failures"])
 def scenario(request, tmp_path):
-    reason = cn.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from mininet.log import setLogLevel
-
-    setLogLevel("critical")
-    topo = tmp_path / "six.yaml"
-    topo.write_text(yaml.safe_dump({
-        "name": "repair-six", "nodes": SWITCHES,
-        "links": [{"src": f"rs{a}", "dst": f"rs{b}", "capacity_bps": CAPACITY_BPS} for a, b in EDGES],
-        "dpids": {s: i for i, s in enumerate(SWITCHES, start=1)}}))
-    k_args, failures = (["--k", "1"], 1) if request.param.startswith("k1") else ([], 2)
-    of_port, api_port, metrics_port = cn.free_port(), cn.free_port(), cn.free_port()
-    log_path = tmp_path / "controller.log"
-    with cn.mininet_lock():
-        cn.ensure_ovs()
-        _cleanup()
-        log_file = open(log_path, "w")  # noqa: SIM115 (closed by the teardown; the process writes it)
-        ctl = subprocess.Popen(
-            [sys.executable, "-m", "tellm.cli", "-v", "controller", "--topology", str(topo), "--router", "lp",
-             *k_args, "--of-port", str(of_port), "--api-port", str(api_port), "--metrics-port", str(metrics_port),
-             "--poll-interval", "1"], stdout=log_file, stderr=subprocess.STDOUT)
-        net = None
-        try:
-            net = _build(of_port)
-            net.start()
-            for h in net.hosts:
-                h.cmd(f"ethtool -K {h.name}-eth0 tx off")
-            ctx = cn.Ctx("lp", net, ctl, api_port, metrics_port, log_path)
-            deadline = time.monotonic() + 40
-            while True:
-                try:
-                    ctx.wait(lambda s: all(link["up"] for link in s["topology"]["links"]) and s["router"] == "lp",
-                             5, "all links discovered and a routing installed")
-                    break
-                except (OSError, AssertionError):
-                    if time.monotonic() > deadline or ctl.poll() is not None:
-                        raise
-            ctx.failures = failures
-            yield ctx
-        finally:
-            if net is not None:
-                net.stop()
-            if ctl.poll() is None:
-                ctl.terminate()
-                try:
-                    ctl.wait(10)
-                except subprocess.TimeoutExpired:
-                    ctl.kill()
-            log_file.close()
-            _cleanup()
+    k, failures = (1, 1) if request.param.startswith("k1") else (None, 2)
+    with cn.controller_on(six_scenario(), tmp_path, "lp",
+                          lambda s: all(link["up"] for link in s["topology"]["links"]) and s["router"] == "lp",
+                          "all links discovered and a routing installed", k=k, ready_timeout_seconds=40) as ctx:
+        ctx.failures = failures
+        yield ctx
 
 
 # ------------------------------------------------------------------ choosing the failures
@@ -196,7 +132,7 @@ def _rel(gaps, t0: float) -> list:
 
 # ------------------------------------------------------------------ loads
 def _port_tx_bytes(switch: str) -> dict[int, int]:
-    dump = cn.ofctl("dump-ports", switch)
+    dump = ofctl("dump-ports", switch)
     return {int(m.group(1)): int(m.group(2))
             for m in re.finditer(r"port\s+(\d+): rx pkts=\d+, bytes=\d+.*?tx pkts=\d+, bytes=(\d+)", dump, re.S)}
 
@@ -222,7 +158,7 @@ def _check_loads(ctx, senders_pairs: list[str]) -> float:
     senders = []
     for i, pair in enumerate(senders_pairs):
         a, b = (int(x[2:]) for x in pair.split("->"))
-        senders.append(cn.start_udp(net.get(_host(a)), _ip(b), UDP_RATE_BPS, 9, UDP_FLOWS, 20000 + 100 * i))
+        senders.append(start_udp(net.get(_host(a)), _ip(b), UDP_RATE_BPS, 9, UDP_FLOWS, 20000 + 100 * i))
     try:
         ctx.wait(lambda s: sum(s["traffic_matrix_bps"][int(p.split("->")[0][2:]) - 1][int(p.split("->")[1][2:]) - 1]
                                > 0.7 * UDP_RATE_BPS for p in senders_pairs) == len(senders_pairs),
@@ -248,7 +184,7 @@ def _check_loads(ctx, senders_pairs: list[str]) -> float:
 
 
 def _installed_labels() -> set[int]:
-    return {int(x) for s in SWITCHES for x in re.findall(r"mpls_label=(\d+)", cn.ofctl("dump-flows", s))}
+    return {int(x) for s in SWITCHES for x in re.findall(r"mpls_label=(\d+)", ofctl("dump-flows", s))}
 
 
 def test_stranded_pairs_are_repaired_and_restored(scenario, tmp_path):
