@@ -8,6 +8,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .modelfile import DEFAULT_MAX_MODEL_BYTES
+    from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES
+
     p = sub.add_parser(
         "serve", help="run the inference service (gRPC, ONNX Runtime)",
         description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus grpc.health.v1 "
@@ -38,9 +41,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
                    help="on shutdown, how long in-flight requests may take to finish")
     p.add_argument("--max-topologies", type=int, default=64,
-                   help="registered topologies kept (least recently registered dropped first)")
-    p.add_argument("--policy-state", type=Path, default=None, metavar="FILE.json",
-                   help="keep the active TE policy (set through PolicyService) in this file across restarts")
+                   help="registered topologies kept (least recently used dropped first)")
+    p.add_argument("--max-topology-bytes", type=int, default=DEFAULT_MAX_TOPOLOGY_BYTES, metavar="BYTES",
+                   help="memory all registered topologies may hold (least recently used dropped first; a single "
+                        "larger registration is refused with RESOURCE_EXHAUSTED)")
+    p.add_argument("--policy-state", type=Path, default=None, metavar="FILE",
+                   help="keep the active TE policy (set through PolicyService) in this file across restarts "
+                        "(an append-only journal, compacted as it grows)")
+    s = p.add_argument_group("admin calls (ReloadModel, SetPolicy)")
+    s.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
+                   help="ReloadModel only loads regular files inside this directory (symlinks resolved; relative "
+                        "paths are taken inside it); default: the directory of --model")
+    s.add_argument("--max-model-bytes", type=int, default=DEFAULT_MAX_MODEL_BYTES, metavar="BYTES",
+                   help="largest model file the server reads")
+    s.add_argument("--audit-log", type=Path, default=None, metavar="FILE.jsonl",
+                   help="append every admin call (who, what, result) to this file as JSON lines; every admin call "
+                        "is also one WARNING line in the server log")
+    s.add_argument("--policy-max-changes", type=int, default=10, metavar="N",
+                   help="SetPolicy accepts at most N changes per topology in any --policy-window-seconds; further "
+                        "calls get RESOURCE_EXHAUSTED")
+    s.add_argument("--policy-window-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="the window of --policy-max-changes")
     p.set_defaults(func=run)
 
 
@@ -55,17 +76,25 @@ def run(args) -> int:
     if not model.exists():
         raise CLIError(f"model file {model} does not exist" +
                        ("" if args.model else " (no model is shipped in this install; pass --model FILE.onnx)"))
-    for name in ("port", "workers", "max_topologies", "max_parallel_runs"):
+    for name in ("port", "workers", "max_topologies", "max_parallel_runs", "max_topology_bytes", "max_model_bytes",
+                 "policy_max_changes"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise CLIError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'port' else '>= 1'}")
-    if args.watch_interval < 0 or args.grace < 0:
-        raise CLIError("--watch-interval and --grace must be >= 0")
+    if args.watch_interval < 0 or args.grace < 0 or not args.policy_window_seconds >= 0:
+        raise CLIError("--watch-interval, --grace and --policy-window-seconds must be >= 0")
+    if args.model_dir is not None and not args.model_dir.is_dir():
+        raise CLIError(f"--model-dir {args.model_dir} is not a directory")
+    if args.model_dir is not None and not model.resolve().is_relative_to(args.model_dir.resolve()):
+        raise CLIError(f"--model {model} is not inside --model-dir {args.model_dir}")
     config = ServerConfig(model_path=model, host=args.host, port=args.port,
                           metrics_port=None if args.metrics_port < 0 else args.metrics_port,
                           workers=args.workers, max_parallel_runs=args.max_parallel_runs, provider=args.provider,
                           ort_threads=args.ort_threads,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
-                          max_topologies=args.max_topologies,
+                          max_topologies=args.max_topologies, max_topology_bytes=args.max_topology_bytes,
+                          model_dir=args.model_dir, max_model_bytes=args.max_model_bytes, audit_log=args.audit_log,
+                          policy_max_changes=args.policy_max_changes,
+                          policy_window_seconds=args.policy_window_seconds,
                           policy_state_file=str(args.policy_state) if args.policy_state else None)
 
     def ready(server) -> None:

@@ -19,14 +19,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tellm.policy.admission import ChangeLimiter, LimitConfig
 from tellm.policy.service import PolicyStore, add_policy_service
 from tellm.v1 import policy_pb2
 from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
+from tellm.security.audit import AdminAudit
+
 from .metrics import ServiceMetrics
+from .modelfile import DEFAULT_MAX_MODEL_BYTES
 from .session import LoadedModel, ModelHolder, ProviderChoice
 from .service import SERVICE_NAME, TrafficEngineeringServicer
-from .topologies import TopologyStore
+from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES, TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
@@ -47,8 +51,14 @@ class ServerConfig:
     watch_interval_seconds: float = 1.0  # 0: no file watching
     grace_seconds: float = 5.0
     max_topologies: int = 64
+    max_topology_bytes: int = DEFAULT_MAX_TOPOLOGY_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    model_dir: Path | None = None  # ReloadModel paths must lie inside it (default: the model's directory)
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    audit_log: Path | None = None  # JSONL of every admin call; None: the server log only
     policy_state_file: str | None = None  # keeps the active policy across restarts when set
+    policy_max_changes: int = 10  # SetPolicy changes per topology ...
+    policy_window_seconds: float = 60.0  # ... in any window of this length
 
 
 class InferenceServer:
@@ -56,8 +66,10 @@ class InferenceServer:
         self.config = config
         self.metrics = ServiceMetrics()
         self.models = ModelHolder(Path(config.model_path), provider=config.provider, threads=config.ort_threads,
-                                  on_change=self._model_changed, on_reload_failure=self._reload_failed)
-        self.topologies = TopologyStore(max_topologies=config.max_topologies)
+                                  on_change=self._model_changed, on_reload_failure=self._reload_failed,
+                                  model_dir=config.model_dir, max_bytes=config.max_model_bytes)
+        self.topologies = TopologyStore(max_topologies=config.max_topologies, max_bytes=config.max_topology_bytes)
+        self.audit = AdminAudit(config.audit_log)
         self.policy_store = PolicyStore(state_file=config.policy_state_file)
         self.health = health.HealthServicer()
         self.port: int | None = None
@@ -89,8 +101,9 @@ class InferenceServer:
                              options=options, maximum_concurrent_rpcs=None)
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_store=self.policy_store), server)
-        add_policy_service(server, self.policy_store)
+                                       policy_store=self.policy_store, audit=self.audit), server)
+        add_policy_service(server, self.policy_store, audit=self.audit,
+                           limiter=ChangeLimiter(LimitConfig(cfg.policy_max_changes, cfg.policy_window_seconds)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
