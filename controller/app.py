@@ -96,7 +96,7 @@ class TellmController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev):
         dp = ev.msg.datapath
-        dpid = ev.msg.datapath_id
+        dpid = dp.id if dp.id is not None else ev.msg.datapath_id  # os-ken's handler may not have set it yet
         if not self.core.accepts_switch(dpid):
             self._refuse(dp, dpid)
             return
