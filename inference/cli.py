@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tellm.security.settings import add_server_args
+
     from .modelfile import DEFAULT_MAX_MODEL_BYTES
     from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES
 
@@ -62,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "calls get RESOURCE_EXHAUSTED")
     s.add_argument("--policy-window-seconds", type=float, default=60.0, metavar="SECONDS",
                    help="the window of --policy-max-changes")
+    add_server_args(p)
     p.set_defaults(func=run)
 
 
@@ -72,6 +75,12 @@ def run(args) -> int:
     from .session import ModelError
     from .server import ServerConfig, serve
 
+    from tellm.security.settings import SecurityConfigError, server_security
+
+    try:
+        security = server_security(args, args.host)
+    except SecurityConfigError as exc:
+        raise CLIError(str(exc)) from None
     model = args.model or DEFAULT_MODEL_PATH
     if not model.exists():
         raise CLIError(f"model file {model} does not exist" +
@@ -93,7 +102,7 @@ def run(args) -> int:
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
                           max_topologies=args.max_topologies, max_topology_bytes=args.max_topology_bytes,
                           model_dir=args.model_dir, max_model_bytes=args.max_model_bytes, audit_log=args.audit_log,
-                          policy_max_changes=args.policy_max_changes,
+                          policy_max_changes=args.policy_max_changes, security=security,
                           policy_window_seconds=args.policy_window_seconds,
                           policy_state_file=str(args.policy_state) if args.policy_state else None)
 

@@ -29,6 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tellm.v1 import traffic_engineering_service_pb2 as pb
 from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
+from tellm.security.settings import PLAINTEXT, ClientSecurity
+
 from .codec import get_array, register_request, set_packed
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -77,7 +79,7 @@ class RouteReply:
 class InferenceClient:
     def __init__(self, address: str = "127.0.0.1:50051", timeout_seconds: float = 1.0, retries: int = 2,
                  *, register_timeout_seconds: float = 120.0, backoff_seconds: float = 0.05,
-                 max_backoff_seconds: float = 1.0):
+                 max_backoff_seconds: float = 1.0, security: ClientSecurity = PLAINTEXT):
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be > 0")
         if retries < 0:
@@ -88,7 +90,7 @@ class InferenceClient:
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
-        self._channel = grpc.insecure_channel(address, options=[
+        self._channel = security.channel(address, options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Fail fast while the server is down (retries here do the backoff), but do not wait the

@@ -25,6 +25,7 @@ from tellm.v1 import policy_pb2
 from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
 from tellm.security.audit import AdminAudit
+from tellm.security.settings import ServerSecurity
 
 from .metrics import ServiceMetrics
 from .modelfile import DEFAULT_MAX_MODEL_BYTES
@@ -56,6 +57,7 @@ class ServerConfig:
     model_dir: Path | None = None  # ReloadModel paths must lie inside it (default: the model's directory)
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     audit_log: Path | None = None  # JSONL of every admin call; None: the server log only
+    security: ServerSecurity = ServerSecurity()  # TLS and tokens (none: plaintext, loopback only)
     policy_state_file: str | None = None  # keeps the active policy across restarts when set
     policy_max_changes: int = 10  # SetPolicy changes per topology ...
     policy_window_seconds: float = 60.0  # ... in any window of this length
@@ -93,12 +95,14 @@ class InferenceServer:
     def start(self) -> int:
         """Load the model and start serving; returns the gRPC port. Raises ModelError on a bad model."""
         cfg = self.config
+        cfg.security.check_bind(cfg.host)
         self.models.load_initial()
         options = [("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
-                             options=options, maximum_concurrent_rpcs=None)
+                             options=options, maximum_concurrent_rpcs=None,
+                             interceptors=cfg.security.interceptors(self.audit))
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
                                        policy_store=self.policy_store, audit=self.audit), server)
@@ -110,7 +114,7 @@ class InferenceServer:
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
-        port = server.add_insecure_port(f"{host}:{cfg.port}")
+        port = cfg.security.add_port(server, f"{host}:{cfg.port}")
         if port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port} (address in use?)")
         server.start()
@@ -124,8 +128,9 @@ class InferenceServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         model = self.models.current
-        log.warning("tellm inference serving on %s:%d (model %s on %s; metrics %s)", cfg.host, port, model.version,
-                    model.provider, f"port {self.metrics_port}" if self.metrics_port else "off")
+        log.warning("tellm inference serving on %s:%d (%s; model %s on %s; metrics %s)", cfg.host, port,
+                    cfg.security.describe(), model.version, model.provider,
+                    f"port {self.metrics_port}" if self.metrics_port else "off")
         return port
 
     def stop(self, grace_seconds: float | None = None) -> None:

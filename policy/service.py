@@ -204,13 +204,20 @@ def add_policy_service(server: grpc.Server, store: PolicyStore | None = None, au
     return store
 
 
-def serve(address: str = "127.0.0.1:50052", store: PolicyStore | None = None, max_workers: int = 4):
-    """Start a standalone PolicyService server; returns (server, bound port, store)."""
+def serve(address: str = "127.0.0.1:50052", store: PolicyStore | None = None, max_workers: int = 4,
+          security=None, audit=None, limiter: ChangeLimiter | None = None):
+    """Start a standalone PolicyService server (``security``: tellm.security.settings.ServerSecurity);
+    returns (server, bound port, store)."""
     from concurrent import futures
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-    store = add_policy_service(server, store or PolicyStore())
-    port = server.add_insecure_port(address)
+    from tellm.security.settings import ServerSecurity
+
+    security = security or ServerSecurity()
+    security.check_bind(address.rsplit(":", 1)[0])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                         interceptors=security.interceptors(audit))
+    store = add_policy_service(server, store or PolicyStore(), audit, limiter)
+    port = security.add_port(server, address)
     if port == 0:
         raise OSError(f"cannot bind the policy service to {address}")
     server.start()
@@ -235,11 +242,13 @@ def _rpc(fn, *args, **kw):
 class PolicyClient:
     """Client of PolicyService (the daemon, the MCP server and scripts use it); errors are PolicyServiceError."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", timeout_seconds: float = 2.0):
+    def __init__(self, address: str = "127.0.0.1:50051", timeout_seconds: float = 2.0, security=None):
+        from tellm.security.settings import PLAINTEXT
+
         _, pb_grpc = _pb()
         self.address = address
         self.timeout_seconds = timeout_seconds
-        self._channel = grpc.insecure_channel(address)
+        self._channel = (security or PLAINTEXT).channel(address)
         self._stub = pb_grpc.PolicyServiceStub(self._channel)
 
     def set_policy(self, policy: Policy, topology_id: str = DEFAULT_TOPOLOGY, reason: str = "",
