@@ -251,11 +251,11 @@ def update_card(model: Path, results: Path) -> int:
             "has the rounds in model_config (chosen on validation, see validation_model_over_lp_by_rounds, "
             "capped where ORT CPU still matches PyTorch within 1e-4)")
         card["training"]["run"] = {
-            "device": "NVIDIA H100 80GB HBM3 (device tool), torch 2.11.0+cu130",
+            "device": "NVIDIA H100 80GB HBM3, torch 2.11.0+cu130",
             "steps": ts["steps"], "seconds": ts["seconds"], "best_step": ts["best_val"]["step"],
-            "selection": "3 recipe variants trained side by side on one H100 in one call (A = recipe as "
-                         "shipped; B: hidden 128, lr 1e-3, batch 32; C: round_loss_decay 0.3, tau_end 1e-3, "
-                         "fail_prob 0.2); A kept for the best validation geo-mean across rounds",
+            "selection": "3 recipe variants trained side by side on one H100 (scripts/train_te_head_gpu.sh: A = recipe "
+                         "as shipped; B: hidden 96, lr 0.0015; C: policy_prob 0.35, round_loss_decay 0.5); "
+                         "A kept for the best validation geo-mean across rounds",
             "log": "inference/models/tellm-te-train-log.jsonl.gz"}
     gpu = results.parent / "gpu_timing.json"
     if gpu.exists():

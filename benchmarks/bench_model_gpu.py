@@ -48,7 +48,7 @@ def graph_time(fn, n):
 
 for name in ["Abilene", "sndlib:geant", "zoo:Cogentco", "zoo:Kdl"]:
     topo = load_topology(name)
-    paths = compute_paths(topo, k=4, strategy="shortest", workers=16)  # from the carried cache (same paths as earlier runs)
+    paths = compute_paths(topo, k=4, strategy="shortest", workers=16)  # from tecore's path cache
     tm = generate(topo, "gravity", 1, seed=1000)[0]
     x = onnx_inputs(topo, paths, tm)
     args = [torch.as_tensor(x[k], device=dev) for k in INPUT_NAMES]

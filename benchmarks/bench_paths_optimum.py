@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Path-LP / exact-optimum ratio per topology, TM family and path strategy (issue 10's table).
+"""Path-LP / exact-optimum ratio per topology, TM family and path strategy.
 
     nice -n 10 python benchmarks/bench_paths_optimum.py --json benchmarks/results/paths_optimum.json
 
 For every topology: draw --per-family TMs of each family with --tm-seed (held out: the optimum-seeded
 strategy draws its own TMs far away from this seed), solve the exact optimum once per TM, then build
 each --strategy (NAME:K[:MAX_STRETCH]) and solve the path LP per TM. Topology Zoo graphs get uniform
-10 Gbit/s links (as in the issue); SNDlib networks keep their capacities, and --sndlib-tms adds their
+10 Gbit/s links; SNDlib networks keep their capacities, and --sndlib-tms adds their
 real demand matrices as a fourth family. Needs ../shared/data (or TELLM_DATA_DIR).
 """
 
@@ -79,7 +79,7 @@ def markdown(doc: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--topology", action="append", default=None,
-                    help="repeatable; default: the issue's table plus held-out topologies")
+                    help="repeatable; default: the tuning topologies plus held-out ones")
     ap.add_argument("--strategy", action="append", default=None, metavar="NAME:K[:MAX_STRETCH]",
                     help="repeatable; default: shortest:4 and the default path set")
     ap.add_argument("--per-family", type=int, default=3, help="TMs per family (gravity, hotspot, bimodal)")

@@ -82,7 +82,7 @@ def main() -> None:
                + (" --append" if args.append else ""))
     doc = {"command": command,
            "model": str(args.model.relative_to(ROOT)) if sess else None, "model_sha256_12": model_hash,
-           "model_status": "evaluated" if sess else "pending: no model file on this branch",
+           "model_status": "evaluated" if sess else "pending: no model file",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "load_avg_1m_at_start": os.getloadavg()[0]},
            "tm": f"{', '.join(args.families)}: {args.count} each per topology, seed {args.seed}, scaled to "

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Run HERE, from the repository root, before benchmarking on the GPU device machine (Python 3.12, no
 # network; its image already has numpy, scipy, networkx, pyyaml, rich, matplotlib, prometheus-client).
-# Builds one payload, split into five pieces that fit one device call each (< 64 MiB with the tree):
+# Builds one payload, split into pieces of at most 56 MiB (for hosts reached through size-limited transfers):
 #   .carry/gpu/p0 .. p4   a tar of: onnxruntime-gpu 1.31.1 (CUDA 13), the tellm wheel (generated
 #                         gRPC stubs inside), grpcio/protobuf/highspy wheels the image lacks, the four
 #                         topologies and their cached k=4 paths (tecore's cache file names).
 # The tellm wheel is built from a clean copy of HEAD (nothing is written into the checkout); set
-# TELLM_GPU_PATCH=file.diff to apply a patch to that copy first (the numbers in benchmarks/README.md
-# used benchmarks/results/session_one_cuda_thread.diff). Then see benchmarks/README.md (GPU sections).
+# TELLM_GPU_PATCH=file.diff to apply a patch to that copy first. Then see benchmarks/README.md (GPU sections).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"

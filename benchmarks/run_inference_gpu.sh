@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run ON THE GPU DEVICE MACHINE from the repository root, in the call that carries the last piece of
-# benchmarks/prepare_inference_gpu.sh's payload (the earlier calls copied .carry/gpu/p<k>/* to /tmp/pl).
+# benchmarks/prepare_inference_gpu.sh's payload (copy every other .carry/gpu/p<k>/* to /tmp/pl first).
 # Installs onnxruntime-gpu and tellm under /tmp, then runs, writing JSON and logs into $OUT:
 #   1. bench_model_ort.py   model-only ORT CUDA time (Abilene, GEANT, Cogentco, Kdl)
 #   2. bench_inference.py   end-to-end gRPC latency, Abilene/GEANT/Cogentco, then Kdl (fewer requests)

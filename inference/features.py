@@ -1,7 +1,7 @@
 """The TE head's ONNX inputs, built from a tecore Topology and PathSet (numpy only, no torch).
 
-The input names, dtypes and shapes are the shared contract (COMMON.md, "The TE head's ONNX
-interface"); the inference service, the controller and the benchmarks all build them through
+The input names, dtypes and shapes are the contract between the TE head and its callers
+(the model card lists them); the inference service, the controller and the benchmarks all build them through
 ``onnx_inputs`` so that one place decides the layout.
 """
 

@@ -26,7 +26,8 @@ Design (one set of weights for any topology, no padding):
   gradient relative to the current utilisation carries that scale.
 
 Batches of several instances are disjoint unions: ``link_graph``/``pair_graph`` give the instance of
-each link/pair; graph-level reductions (max demand, MLU) are per instance. Export uses one instance.
+each link/pair; graph-level reductions (max demand, MLU) are per instance. The exported inference
+graph (padded_graph.py) computes the same function for one instance in a layout built for ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -280,19 +281,3 @@ class TEHead(nn.Module):
             return outs
         mlu = util.max(dim=0, keepdim=True).values
         return split, loads, mlu
-
-
-def export_wrapper(model: TEHead) -> nn.Module:
-    """The single-instance module with exactly the contract's inputs and outputs."""
-
-    class _Export(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, demand_bps, capacity_bps, latency_seconds, link_up, path_pair, inc_path, inc_link,
-                    policy):
-            return self.model(demand_bps, capacity_bps, latency_seconds, link_up, path_pair, inc_path,
-                              inc_link, policy)
-
-    return _Export()

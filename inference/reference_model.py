@@ -1,6 +1,6 @@
 """A reference ONNX model with the tellm TE interface: equal split over each pair's up paths.
 
-It is a real, honest model of the contract (see COMMON.md / the model card): it reads every input
+It is a real, honest model of the contract (see the model card): it reads every input
 the trained TE head reads, gives each pair an equal share on each of its paths whose links are all
 up (or on all its paths when none is up), and computes the link loads and MLU it implies with
 ScatterElements, exactly as the trained head must. Tests and benchmarks use it to exercise the

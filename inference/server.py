@@ -34,6 +34,7 @@ from .service import SERVICE_NAME, TrafficEngineeringServicer
 from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES, TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
+POLICY_SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 #: Kdl at k=4 registers 2.27M paths and ~54M path-link entries (~110 MB on the wire); leave headroom.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -110,7 +111,7 @@ class InferenceServer:
                            limiter=ChangeLimiter(LimitConfig(cfg.policy_max_changes, cfg.policy_window_seconds)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+            (SERVICE_NAME, POLICY_SERVICE_NAME,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
@@ -125,7 +126,7 @@ class InferenceServer:
             self._metrics_http, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_http.server_port
         self.models.start_watching(cfg.watch_interval_seconds)
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, POLICY_SERVICE_NAME):  # what gRPC health checks (compose) ask for
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         model = self.models.current
         log.warning("tellm inference serving on %s:%d (%s; model %s on %s; metrics %s)", cfg.host, port,

@@ -1,7 +1,7 @@
 """The active policy per topology, and the gRPC PolicyService that sets it.
 
-The store lives inside the inference server's process (the lead wires ``add_policy_service`` into
-``tellm serve``); the server calls ``active_policy_vector(topology_id)`` for every Route request that
+The store lives inside the inference server's process (``tellm serve`` registers it with
+``add_policy_service``); the server calls ``active_policy_vector(topology_id)`` for every Route request that
 carries no explicit policy. The policy daemon only ever calls SetPolicy, so forwarding never depends
 on it: if it dies, the last policy stays. ``tellm policy serve`` runs the service on its own (demos,
 tests, controllers that read the policy themselves).

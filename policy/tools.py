@@ -114,7 +114,7 @@ class WhatIf:
             return None
         try:
             from tellm.inference.client import InferenceClient, InferenceError
-        except ImportError as exc:  # inference package not on this branch / stubs missing
+        except ImportError as exc:  # inference client or its gRPC stubs not installed
             log.info("inference client unavailable (%s); using the LP", exc)
             return None
         try:

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TELLM_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3 python3-venv python3-pip openvswitch-switch mininet iperf3 iputils-ping ethtool
-              iproute2 prometheus docker-compose)
+              iproute2 prometheus docker.io docker-compose mmdebstrap)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 DASHBOARD_DIR = ROOT / "dashboards"
 
-#: Where each exporter's metrics live in the code, and the issue that builds it (for skip reasons).
+#: Where each exporter's metrics live in the code, and the part of tellm it is (for skip reasons).
 EXPORTER_MODULES = {
-    "controller": ("tellm.controller.metrics", "issue 5 (controller)"),
-    "inference": ("tellm.inference.metrics", "issue 4 (inference service)"),
-    "policy": ("tellm.policy.guard", "issue 8 (policy daemon)"),
+    "controller": ("tellm.controller.metrics", "the controller"),
+    "inference": ("tellm.inference.metrics", "the inference service"),
+    "policy": ("tellm.policy.guard", "the policy daemon"),
 }
 
 _NAME_RE = re.compile(r"\btellm_[a-z0-9_]+")
@@ -152,7 +152,7 @@ def registered_metrics(module_name: str) -> dict[str, tuple[str, tuple[str, ...]
         mod = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ModuleMissing(f"{module_name} does not exist on this branch") from None
+            raise ModuleMissing(f"{module_name} is not installed") from None
         raise
     collectors: list = []
     registries: list = []

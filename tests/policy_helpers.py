@@ -1,7 +1,7 @@
 """Shared helpers of the policy tests: tiny hand-solvable topologies and the generated policy stubs.
 
-The inference branch's build hook generates tellm/v1/*_pb2*.py from every proto at install time;
-until that is merged, ``ensure_policy_stubs()`` generates policy.proto's stubs with grpcio-tools
+setup.py's build hook generates tellm/v1/*_pb2*.py from every proto at install time;
+when they are missing, ``ensure_policy_stubs()`` generates policy.proto's stubs with grpcio-tools
 (git-ignored output, never committed).
 """
 

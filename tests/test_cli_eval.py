@@ -37,8 +37,8 @@ def test_eval_json_on_a_yaml_topology(tmp_path):
 
 
 @pytest.mark.data
-def test_issue_bar_abilene(data_dir, tmp_path):
-    """The foundation issue's bar: LP <= ECMP per TM; LP splits sum to 1 and reproduce mlu_lp."""
+def test_lp_bar_abilene(data_dir, tmp_path):
+    """The LP's bar: LP <= ECMP per TM; LP splits sum to 1 and reproduce mlu_lp."""
     out = tmp_path / "out.json"
     r = tellm("eval", "--topology", "Abilene", "--tm", "gravity", "--count", "5", "--json", str(out))
     assert r.returncode == 0, r.stderr

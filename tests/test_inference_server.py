@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from inference_support import (RunningServer, big_ring, check_reply_contract, demands, model_under_test,
                                other_model, paths_for, ring_topology)
@@ -294,6 +295,11 @@ def test_health_and_reflection(served):
         db = ProtoReflectionDescriptorDatabase(channel)
         services = db.get_services()
         assert "tellm.v1.TrafficEngineeringService" in services and "grpc.health.v1.Health" in services
+        # Every served service answers gRPC health by name (container healthchecks ask for each).
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("tellm.v1.TrafficEngineeringService", "tellm.v1.PolicyService"):
+            status = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING, name
         # The served schema, fetched over reflection (what grpcurl and Postman do).
         file_proto = db.FindFileContainingSymbol("tellm.v1.TrafficEngineeringService")
         service = next(sv for sv in file_proto.service if sv.name == "TrafficEngineeringService")

@@ -50,11 +50,11 @@ def test_shared_names_have_the_same_type():
 
 @pytest.mark.parametrize("exporter", sorted(EXPORTER_MODULES))
 def test_table_matches_registered_metrics(exporter):
-    module, issue = EXPORTER_MODULES[exporter]
+    module, part = EXPORTER_MODULES[exporter]
     try:
         registered = registered_metrics(module)
     except ModuleMissing as exc:
-        pytest.skip(f"{exc}: the {exporter} metrics ({issue}) are not merged yet, so the table rows for "
+        pytest.skip(f"{exc}: the {exporter} metrics ({part}) are not importable, so the table rows for "
                     f"'{exporter}' cannot be checked against code")
     assert registered, f"{module} defines no prometheus_client metric that this test can find"
     documented = {r.name: (r.type, r.labels) for r in metrics_table() if r.exporter == exporter}

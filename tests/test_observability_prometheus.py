@@ -12,8 +12,8 @@
   under guardrails tight enough to act within seconds: it applies policies, rolls one back automatically
   when the replayed MLU jumps right after the change, and has applies refused by its rate limit.
 
-The test is generic over the metric sources available: a source that cannot run here (its code not on
-this branch, not root, no Open vSwitch) is left out and every query that reads its job is skipped with
+The test is generic over the metric sources available: a source that cannot run here (its code not
+installed, not root, no Open vSwitch) is left out and every query that reads its job is skipped with
 the reason.
 Grafana's interval macros are substituted as Grafana would ($__rate_interval -> 10s with 1 s scrapes).
 Takes about a minute (most of it waiting for rate windows to fill; the policy daemon runs meanwhile).
@@ -153,7 +153,7 @@ class Stack:
 # -------------------------------------------------------------------------------- metric sources
 def _inference_unavailable() -> str | None:
     if "serve" not in _subcommands():
-        return "`tellm serve` (issue 4, inference service) is not on this branch"
+        return "`tellm serve` (inference service) is not installed"
     try:
         import onnx  # noqa: F401  (the reference model is built with onnx.helper)
 
@@ -165,7 +165,7 @@ def _inference_unavailable() -> str | None:
 
 def _controller_unavailable() -> str | None:
     if "controller" not in _subcommands():
-        return "`tellm controller` (issue 5, controller) is not on this branch"
+        return "`tellm controller` is not installed"
     if os.geteuid() != 0:
         return "the controller source needs a Mininet network: run as root"
     try:
@@ -179,7 +179,7 @@ def _controller_unavailable() -> str | None:
 
 def _policy_unavailable(inference_reason: str | None) -> str | None:
     if "policy" not in _subcommands():
-        return "`tellm policy` (issue 8, policy daemon) is not on this branch: no process exports tellm_policy_*"
+        return "`tellm policy` (policy daemon) is not installed: no process exports tellm_policy_*"
     if inference_reason is not None:  # its PolicyService lives in `tellm serve`
         return f"the policy daemon applies policies through `tellm serve`, which cannot run: {inference_reason}"
     return None
@@ -193,7 +193,7 @@ def _ensure_ovs() -> None:
 
 @contextlib.contextmanager
 def _mininet_lock(timeout_seconds: float = 300):
-    """The machine-wide lock around any Open vSwitch/Mininet experiment (COMMON.md)."""
+    """The machine-wide lock around any Open vSwitch/Mininet experiment."""
     with open(LOCK_FILE, "a") as f:
         deadline = time.monotonic() + timeout_seconds
         while True:

@@ -1,5 +1,5 @@
 """The shipped TE head takes every policy's vector (the policy contract), and the per-policy
-evaluation scores its split. Skipped with a reason when the model file is not on this branch."""
+evaluation scores its split. Skipped with a reason when the model file is absent."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tellm.policy.tools import topology_from_state
 
 from .policy_helpers import recorded_states
 
-pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inference/models/tellm-te.onnx on this branch")
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inference/models/tellm-te.onnx")
 
 
 def test_model_accepts_every_policy_vector():

@@ -1,7 +1,7 @@
 """evaluate_policy through the real inference gRPC service (Route with an explicit policy vector).
 
-Needs the inference service (issue 4): skipped with a reason on a branch without it. It serves the
-inference branch's equal-split reference model, so the numbers are that model's, not the TE head's:
+Needs the inference service: skipped with a reason when it is not installed. It serves the
+equal-split reference model, so the numbers are that model's, not the TE head's:
 the test checks the plumbing (what-if goes through Route and says so; its objective is recomputed
 from the returned split) and that an unreachable service falls back to the LP.
 """
@@ -16,8 +16,8 @@ import pytest
 from .policy_helpers import ensure_policy_stubs, recorded_states
 
 ensure_policy_stubs()
-server_mod = pytest.importorskip("tellm.inference.server", reason="the inference service is not on this branch")
-ref = pytest.importorskip("tellm.inference.reference_model", reason="the inference service is not on this branch")
+server_mod = pytest.importorskip("tellm.inference.server", reason="the inference service is not installed")
+ref = pytest.importorskip("tellm.inference.reference_model", reason="the inference service is not installed")
 onnx = pytest.importorskip("onnx")
 
 from tecore.objectives import evaluate_objective  # noqa: E402
