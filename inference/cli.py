@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tellm.security.settings import add_server_args
+    from tellm.security.flags import add_server_args
 
     from .modelfile import DEFAULT_MAX_MODEL_BYTES
     from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES
@@ -75,7 +75,8 @@ def run(args) -> int:
     from .session import ModelError
     from .server import ServerConfig, serve
 
-    from tellm.security.settings import SecurityConfigError, server_security
+    from tellm.security.flags import server_security
+    from tellm.security.tls import SecurityConfigError
 
     try:
         security = server_security(args, args.host)

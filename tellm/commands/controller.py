@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tellm.errors import CLIError
 
+from tellm.security.flags import add_client_args
+
 from .common import add_path_args, add_topology_args
 
 
@@ -50,6 +52,7 @@ def register(sub) -> None:
                    help="deadline of one inference request")
     g.add_argument("--of-port", type=int, default=6653, help="OpenFlow listening port")
     g.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listening address")
+    add_client_args(p, "the inference service, --inference")
     t = p.add_argument_group("OpenFlow TLS (switches connect with ssl:HOST:PORT; see ovs-vsctl set-ssl)")
     t.add_argument("--ofp-ssl-cert", default=None, metavar="FILE.pem",
                    help="controller certificate; with --ofp-ssl-key, --of-port accepts TLS connections only")
@@ -105,10 +108,16 @@ def _config(args):
 
 def _router(args, metrics, num_nodes: int | None):
     from tellm.controller.routers import make_router
+    from tellm.security.flags import client_security
+    from tellm.security.tls import SecurityConfigError
 
     metrics.set_router(args.router)
+    try:
+        security = client_security(args)
+    except SecurityConfigError as exc:
+        raise CLIError(str(exc)) from None
     return make_router(args.router, num_nodes, inference_address=args.inference,
-                       inference_timeout_seconds=args.inference_timeout,
+                       inference_timeout_seconds=args.inference_timeout, inference_security=security,
                        on_request=metrics.inference_duration.observe,
                        on_fallback=lambda reason: metrics.fallbacks.labels(reason=reason).inc())
 

@@ -1,4 +1,4 @@
-"""What a gRPC server or client needs to be secure, built from command-line flags.
+"""What a gRPC server or client needs to be secure (built from flags by ``flags.py``).
 
 ``ServerSecurity``: TLS (optional mutual TLS), the token table, and the rule that a server bound to
 a non-loopback address needs both TLS and tokens unless the operator says ``--insecure``.
@@ -7,16 +7,16 @@ a non-loopback address needs both TLS and tokens unless the operator says ``--in
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import grpc
 
 from .audit import AdminAudit
-from .auth import AuthInterceptor, TokenTable, read_client_token, with_token
-from .tls import ClientTLS, SecurityConfigError, ServerTLS, is_loopback, server_tls
+from .auth import AuthInterceptor, TokenTable, with_token
+from .tls import ClientTLS, SecurityConfigError, ServerTLS, is_loopback
+
+__all__ = ["ClientSecurity", "PLAINTEXT", "SecurityConfigError", "ServerSecurity"]
 
 
 @dataclass(frozen=True)
@@ -60,54 +60,3 @@ class ClientSecurity:
 
 
 PLAINTEXT = ClientSecurity()
-
-
-# ----------------------------------------------------------------------------- flags
-def add_server_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("security (TLS and tokens; required off loopback)")
-    g.add_argument("--tls-cert", type=Path, default=None, metavar="FILE.pem", help="server certificate (chain)")
-    g.add_argument("--tls-key", type=Path, default=None, metavar="FILE.pem", help="private key of --tls-cert")
-    g.add_argument("--tls-ca", type=Path, default=None, metavar="FILE.pem",
-                   help="require client certificates signed by this CA (mutual TLS)")
-    g.add_argument("--auth-token-file", type=Path, default=None, metavar="FILE",
-                   help="callers and their tokens, one 'NAME ROLE TOKEN' a line; ROLE route (RegisterTopology, "
-                        "Route, reads) or admin (also ReloadModel, SetPolicy). Calls without a known token get "
-                        "UNAUTHENTICATED, route tokens on admin calls PERMISSION_DENIED; health checks are open")
-    g.add_argument("--insecure", action="store_true",
-                   help="allow listening on a non-loopback address without TLS and tokens (a trusted network only)")
-
-
-def server_security(args: argparse.Namespace, host: str) -> ServerSecurity:
-    """ServerSecurity from ``add_server_args`` flags, checked against the listening ``host``."""
-    tls = server_tls(args.tls_cert, args.tls_key, args.tls_ca)
-    tokens = TokenTable.load(args.auth_token_file) if args.auth_token_file else None
-    sec = ServerSecurity(tls, tokens, bool(args.insecure))
-    sec.check_bind(host)
-    return sec
-
-
-def add_client_args(p: argparse.ArgumentParser, what: str = "the tellm gRPC services") -> None:
-    g = p.add_argument_group(f"client security (for {what})")
-    g.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates "
-                                                      "(implied by --tls-ca / --tls-cert)")
-    g.add_argument("--tls-ca", type=Path, default=None, metavar="FILE.pem",
-                   help="CA that signed the server's certificate (turns TLS on)")
-    g.add_argument("--tls-cert", type=Path, default=None, metavar="FILE.pem",
-                   help="client certificate for mutual TLS (with --tls-key)")
-    g.add_argument("--tls-key", type=Path, default=None, metavar="FILE.pem", help="private key of --tls-cert")
-    g.add_argument("--auth-token-file", type=Path, default=None, metavar="FILE",
-                   help="file holding this client's token, sent with every call")
-
-
-def client_security(args: argparse.Namespace) -> ClientSecurity:
-    """ClientSecurity from ``add_client_args`` flags (files are read now)."""
-    tls = None
-    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
-        tls = ClientTLS(args.tls_ca, args.tls_cert, args.tls_key)
-        tls.credentials()  # read the files now: a missing one is an operator error at start
-    token = read_client_token(args.auth_token_file) if args.auth_token_file else None
-    return ClientSecurity(tls, token)
-
-
-__all__ = ["ClientSecurity", "PLAINTEXT", "SecurityConfigError", "ServerSecurity", "add_client_args",
-           "add_server_args", "client_security", "server_security"]
