@@ -5,12 +5,17 @@ UDP traffic replayed by the testbed's generator; loads measured from the switche
 Router under test: ``model`` (the TE head through the inference service) when the shipped model
 ``inference/models/tellm-te.onnx`` exists, else the controller's in-process ``lp`` (said in the test
 output); TELLM_E2E_ROUTER overrides. Each test holds /tmp/tellm-mininet.lock while its network lives.
+
+Every gRPC hop runs as in the secure deployment: certificates and tokens from deploy/make-secrets.sh,
+the inference service with mutual TLS and tokens, the controller with its client certificate and
+route token, and the policy CLI with the admin token.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -49,12 +54,28 @@ def env(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     port = O.free_port()
     serve = None
+    secrets, client_args = work / "secrets", []
     if ROUTER == "model":
-        serve = O.start_inference(port, O.free_port(), work, SHIPPED_MODEL)
-    print(f"\ne2e router under test: {ROUTER}")
-    yield {"work": work, "inference": f"127.0.0.1:{port}"}
+        subprocess.run(["bash", str(ROOT / "deploy/make-secrets.sh"), str(secrets)], check=True, capture_output=True)
+        tls = ["--tls-ca", str(secrets / "ca.pem")]
+        client_args = tls + ["--tls-cert", str(secrets / "controller.pem"), "--tls-key",
+                             str(secrets / "controller.key"), "--auth-token-file", str(secrets / "controller.token")]
+        serve = O.start_inference(port, O.free_port(), work, SHIPPED_MODEL, extra=tls + [
+            "--tls-cert", str(secrets / "inference.pem"), "--tls-key", str(secrets / "inference.key"),
+            "--auth-token-file", str(secrets / "tokens"), "--audit-log", str(work / "audit.jsonl")],
+            security=_client_security(secrets, "controller"))
+    print(f"\ne2e router under test: {ROUTER} (gRPC: {'mutual TLS and tokens' if serve else 'none'})")
+    yield {"work": work, "inference": f"127.0.0.1:{port}", "client_args": client_args, "secrets": secrets}
     if serve is not None:
         serve.stop()
+
+
+def _client_security(secrets: Path, who: str):
+    from tellm.security.settings import ClientSecurity
+    from tellm.security.tls import ClientTLS
+
+    return ClientSecurity(ClientTLS(secrets / "ca.pem", secrets / f"{who}.pem", secrets / f"{who}.key"),
+                          (secrets / f"{who}.token").read_text().strip())
 
 
 class Net:
@@ -69,7 +90,8 @@ class Net:
         self.dir.mkdir()
         self.yaml = scenario.write_yaml(self.dir / f"{scenario.name}.yaml")
         self.ports = O.ControllerPorts.pick()
-        self.ctl = O.start_controller(self.yaml, router, self.ports, env["inference"], self.dir)
+        self.ctl = O.start_controller(self.yaml, router, self.ports, env["inference"], self.dir,
+                                      extra=env["client_args"])
         self.tb = None
         try:
             from tellm.mininet_scenarios.net import Testbed
