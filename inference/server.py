@@ -1,9 +1,13 @@
 """The inference server: gRPC (service + health + reflection), metrics over HTTP, model watcher.
 
 ``InferenceServer(config).start()`` runs everything on background threads and returns the bound
-port (port 0 picks a free one, as the tests do); ``serve(config)`` is the foreground entry point of
+port (port 0 picks a free one, as the tests do); ``serve(server)`` is the foreground entry point of
 ``tellm serve`` and shuts down gracefully on SIGTERM / SIGINT: health turns NOT_SERVING, new calls
 are refused, in-flight calls get ``grace_seconds`` to finish.
+
+The server knows nothing of where the active policy comes from: whoever builds it may give a
+``policy_lookup`` (topology id -> policy vector, for Route requests that name no policy) and further
+gRPC services to host on the same port (``tellm serve`` hosts PolicyService this way).
 """
 
 from __future__ import annotations
@@ -14,30 +18,33 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tellm.policy.admission import ChangeLimiter, LimitConfig
-from tellm.policy.service import PolicyStore, add_policy_service
-from tellm.v1 import policy_pb2
-from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
-
+from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from tellm.contract.vocabulary import MAX_MESSAGE_BYTES, TE_SERVICE_NAME
 from tellm.security.audit import AdminAudit
 from tellm.security.settings import ServerSecurity
 
 from .metrics import ServiceMetrics
 from .modelfile import DEFAULT_MAX_MODEL_BYTES
+from .service import PolicyLookup, TrafficEngineeringServicer
 from .session import LoadedModel, ModelHolder, ProviderChoice
-from .service import SERVICE_NAME, TrafficEngineeringServicer
 from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES, TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
-POLICY_SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
-#: Kdl at k=4 registers 2.27M paths and ~54M path-link entries (~110 MB on the wire); leave headroom.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+@dataclass(frozen=True)
+class HostedService:
+    """A further gRPC service served on the inference server's port: its full name (for health and
+    reflection) and the function that adds its servicer to a ``grpc.Server``."""
+
+    name: str
+    add_to_server: Callable[[grpc.Server], object]
 
 
 @dataclass
@@ -57,23 +64,23 @@ class ServerConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     model_dir: Path | None = None  # ReloadModel paths must lie inside it (default: the model's directory)
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
-    audit_log: Path | None = None  # JSONL of every admin call; None: the server log only
     security: ServerSecurity = ServerSecurity()  # TLS and tokens (none: plaintext, loopback only)
-    policy_state_file: str | None = None  # keeps the active policy across restarts when set
-    policy_max_changes: int = 10  # SetPolicy changes per topology ...
-    policy_window_seconds: float = 60.0  # ... in any window of this length
 
 
 class InferenceServer:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, policy_lookup: PolicyLookup | None = None,
+                 services: Sequence[HostedService] = (), audit: AdminAudit | None = None):
+        """``audit``: where admin calls are recorded (shared with hosted services that have admin
+        calls); default: the server log only."""
         self.config = config
+        self.audit = audit or AdminAudit()
+        self.policy_lookup = policy_lookup
+        self.services = tuple(services)
         self.metrics = ServiceMetrics()
         self.models = ModelHolder(Path(config.model_path), provider=config.provider, threads=config.ort_threads,
                                   on_change=self._model_changed, on_reload_failure=self._reload_failed,
                                   model_dir=config.model_dir, max_bytes=config.max_model_bytes)
         self.topologies = TopologyStore(max_topologies=config.max_topologies, max_bytes=config.max_topology_bytes)
-        self.audit = AdminAudit(config.audit_log)
-        self.policy_store = PolicyStore(state_file=config.policy_state_file)
         self.health = health.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -106,12 +113,12 @@ class InferenceServer:
                              interceptors=cfg.security.interceptors(self.audit))
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_store=self.policy_store, audit=self.audit), server)
-        add_policy_service(server, self.policy_store, audit=self.audit,
-                           limiter=ChangeLimiter(LimitConfig(cfg.policy_max_changes, cfg.policy_window_seconds)))
+                                       policy_lookup=self.policy_lookup, audit=self.audit), server)
+        for service in self.services:
+            service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, POLICY_SERVICE_NAME,
+            (TE_SERVICE_NAME, *(s.name for s in self.services),
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
@@ -126,7 +133,8 @@ class InferenceServer:
             self._metrics_http, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_http.server_port
         self.models.start_watching(cfg.watch_interval_seconds)
-        for name in ("", SERVICE_NAME, POLICY_SERVICE_NAME):  # what gRPC health checks (compose) ask for
+        # Every hosted service answers gRPC health by name (container healthchecks ask for each).
+        for name in ("", TE_SERVICE_NAME, *(s.name for s in self.services)):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         model = self.models.current
         log.warning("tellm inference serving on %s:%d (%s; model %s on %s; metrics %s)", cfg.host, port,
@@ -154,9 +162,9 @@ class InferenceServer:
             self._grpc.wait_for_termination()
 
 
-def serve(config: ServerConfig, ready=None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status."""
-    server = InferenceServer(config)
+def serve(server: InferenceServer, ready=None) -> int:
+    """Start ``server`` and run until SIGTERM/SIGINT; returns the exit status."""
+    config = server.config
     server.start()
     done = threading.Event()
 

@@ -27,7 +27,7 @@ PY="$VENV/bin/python"
 stamp="$VENV/.tellm-installed"
 want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/proto/tellm/v1/*.proto | sha256sum | cut -c1-16)"
 # Reinstall also when the generated gRPC stubs are gone (git clean): the install regenerates them.
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! compgen -G "$ROOT/tellm/v1/*_pb2_grpc.py" >/dev/null; then
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! compgen -G "$ROOT/contract/v1/*_pb2_grpc.py" >/dev/null; then
   echo "bootstrap: installing tellm and its Python dependencies into $VENV" >&2
   # The CPU build of torch (training extra): pin it so pip never pulls a multi-GB CUDA build.
   "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>/dev/null \

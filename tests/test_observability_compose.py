@@ -96,7 +96,7 @@ def test_one_tellm_image_built_once_and_run_by_every_cpu_service(services):
 
 
 def test_every_tellm_service_has_a_healthcheck(services):
-    from tellm.inference.server import POLICY_SERVICE_NAME, SERVICE_NAME
+    from tellm.contract.vocabulary import POLICY_SERVICE_NAME, TE_SERVICE_NAME as SERVICE_NAME
 
     for name in ("controller", "inference-cpu", "inference-gpu", "policy"):
         test = services[name]["healthcheck"]["test"]

@@ -19,9 +19,10 @@ from inference_support import demands, model_under_test, other_model, paths_for,
 from security_support import Serve
 
 from tecore import Topology
-from tellm.inference.client import InferenceClient, InferenceError, InferenceRejected, StaleTopology
-from tellm.policy.policies import make_policy
-from tellm.policy.service import PolicyClient, PolicyServiceError, PolicyStore
+from tellm.contract.client import InferenceClient, InferenceError, InferenceRejected, StaleTopology
+from tellm.contract.policies import make_policy
+from tellm.contract.policy_client import PolicyClient, PolicyServiceError
+from tellm.policy.service import PolicyStore
 
 
 @pytest.fixture(scope="module")

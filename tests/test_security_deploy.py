@@ -57,7 +57,7 @@ def test_secrets_work_with_tellm_serve(secrets, tmp_path):
     from inference_support import model_under_test
     from security_support import Serve
 
-    from tellm.inference.client import InferenceClient, InferenceError
+    from tellm.contract.client import InferenceClient, InferenceError
     from tellm.security.settings import ClientSecurity
     from tellm.security.tls import ClientTLS
 

@@ -14,9 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference_support import demands, model_under_test, paths_for, ring_topology
 from security_support import Serve, make_pki
 
-from tellm.inference.client import InferenceClient, InferenceError
-from tellm.policy.policies import make_policy
-from tellm.policy.service import PolicyClient, PolicyServiceError
+from tellm.contract.client import InferenceClient, InferenceError
+from tellm.contract.policies import make_policy
+from tellm.contract.policy_client import PolicyClient, PolicyServiceError
 from tellm.security.settings import ClientSecurity
 from tellm.security.tls import ClientTLS
 

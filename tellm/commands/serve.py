@@ -1,4 +1,9 @@
-"""``tellm serve``: the inference service (gRPC over ONNX Runtime)."""
+"""``tellm serve``: the inference service (gRPC over ONNX Runtime) with PolicyService beside it.
+
+The command composes the two services: the inference server gets the policy store's lookup for
+Route requests that name no policy, and hosts PolicyService on the same port; neither package
+imports the other.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,16 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     from tellm.security.flags import add_server_args
 
-    from .modelfile import DEFAULT_MAX_MODEL_BYTES
-    from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES
+    from tellm.inference.modelfile import DEFAULT_MAX_MODEL_BYTES
+    from tellm.inference.topologies import DEFAULT_MAX_TOPOLOGY_BYTES
 
     p = sub.add_parser(
         "serve", help="run the inference service (gRPC, ONNX Runtime)",
-        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus grpc.health.v1 "
-                    "and server reflection). Controllers register a topology once, then send traffic "
-                    "matrices and get split ratios back. Runs on CUDAExecutionProvider when onnxruntime-gpu "
-                    "and a GPU are present, else on the CPU. The model file is watched and reloaded when it "
+        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus "
+                    "tellm.v1.PolicyService for the active TE policy, grpc.health.v1 and server reflection). "
+                    "Controllers register a topology once, then send traffic matrices and get split ratios "
+                    "back. Runs on CUDAExecutionProvider when onnxruntime-gpu and a GPU are present, else on "
+                    "the CPU. The model file is watched and reloaded when it "
                     "changes (replace it atomically: write a temp file, then rename). SIGTERM/SIGINT shut "
                     "down gracefully.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -68,13 +74,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def build_server(config, policy_state_file: str | Path | None = None, audit=None, policy_limit=None):
+    """An InferenceServer (not started) for ``config`` that hosts PolicyService and routes requests
+    without a policy by the policy store's active policy (kept in ``policy_state_file`` when given).
+    ``audit`` (tellm.security.audit.AdminAudit) records the admin calls of both services;
+    ``policy_limit`` (tellm.policy.admission.LimitConfig) is SetPolicy's rate limit."""
+    from tellm.contract.vocabulary import POLICY_SERVICE_NAME
+    from tellm.inference.server import HostedService, InferenceServer
+    from tellm.policy.admission import ChangeLimiter, LimitConfig
+    from tellm.policy.service import PolicyStore, add_policy_service
+    from tellm.security.audit import AdminAudit
+
+    audit = audit or AdminAudit()
+    limiter = ChangeLimiter(policy_limit or LimitConfig())
+    store = PolicyStore(state_file=policy_state_file)
+    policy_service = HostedService(POLICY_SERVICE_NAME,
+                                   lambda server: add_policy_service(server, store, audit=audit, limiter=limiter))
+    return InferenceServer(config, policy_lookup=store.active_policy_vector, services=[policy_service], audit=audit)
+
+
 def run(args) -> int:
     from tellm.errors import CLIError
-
-    from .artifacts import DEFAULT_MODEL_PATH
-    from .session import ModelError
-    from .server import ServerConfig, serve
-
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+    from tellm.inference.server import ServerConfig, serve
+    from tellm.inference.session import ModelError
+    from tellm.policy.admission import LimitConfig
+    from tellm.security.audit import AdminAudit
     from tellm.security.flags import server_security
     from tellm.security.tls import SecurityConfigError
 
@@ -102,10 +127,8 @@ def run(args) -> int:
                           ort_threads=args.ort_threads,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
                           max_topologies=args.max_topologies, max_topology_bytes=args.max_topology_bytes,
-                          model_dir=args.model_dir, max_model_bytes=args.max_model_bytes, audit_log=args.audit_log,
-                          policy_max_changes=args.policy_max_changes, security=security,
-                          policy_window_seconds=args.policy_window_seconds,
-                          policy_state_file=str(args.policy_state) if args.policy_state else None)
+                          model_dir=args.model_dir, max_model_bytes=args.max_model_bytes, security=security)
+    policy_limit = LimitConfig(args.policy_max_changes, args.policy_window_seconds)
 
     def ready(server) -> None:
         m = server.models.current
@@ -114,7 +137,7 @@ def run(args) -> int:
               f"provider={m.provider} model_version={m.version}", flush=True)
 
     try:
-        return serve(config, ready=ready)
+        return serve(build_server(config, args.policy_state, AdminAudit(args.audit_log), policy_limit), ready=ready)
     except ModelError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:
