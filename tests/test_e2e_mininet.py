@@ -353,3 +353,28 @@ def test_updates_lose_no_packets(env, lock):
                                   f"flow, seq, count): {loss.gaps.get((a_ip, d_ip))}")
     finally:
         net.close()
+
+
+def test_policy_cli_over_mutual_tls_and_tokens(env):
+    """The policy hop: `tellm policy set` with the policy daemon's admin credentials is applied and
+    audited; the controller's route token is refused. A topology id of its own keeps the other tests'
+    routing untouched."""
+    if not env["client_args"]:
+        pytest.skip(f"router {ROUTER}: no inference service in this run")
+    from tellm.mininet_scenarios import orchestrate as O
+
+    s = env["secrets"]
+
+    def policy_set(who: str):
+        return subprocess.run(O.tellm_command() + [
+            "policy", "set", "headroom", "--param", "fraction=0.25", "--reason", "e2e over TLS",
+            "--topology-id", "e2e-policy-probe", "--policy-service", env["inference"], "--tls-ca", str(s / "ca.pem"),
+            "--tls-cert", str(s / f"{who}.pem"), "--tls-key", str(s / f"{who}.key"),
+            "--auth-token-file", str(s / f"{who}.token")], capture_output=True, text=True, timeout=120)
+
+    ok = policy_set("policy")
+    assert ok.returncode == 0, ok.stderr
+    denied = policy_set("controller")
+    assert denied.returncode == 2 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
+    audit = (env["work"] / "audit.jsonl").read_text()
+    assert '"who": "token:policy cert:policy"' in audit and '"who": "token:controller"' in audit
