@@ -113,7 +113,7 @@ def test_every_tellm_service_has_a_healthcheck(services):
 
 def test_build_context_leaves_out_tarballs_and_generated_stubs():
     patterns = set((ROOT / ".dockerignore").read_text().split())
-    for needed in (".git", ".venv", "*.tar", "*.tar.*", "tellm/v1/*_pb2*.py", "tellm/v1/*.pyi", "tests", "benchmarks"):
+    for needed in (".git", ".venv", "*.tar", "*.tar.*", "contract/v1/*_pb2*.py", "contract/v1/*.pyi", "tests", "benchmarks"):
         assert needed in patterns, f".dockerignore does not leave out {needed}"
 
 
