@@ -14,6 +14,7 @@ thread, the control loop on its own thread; ``self.lock`` serialises their use o
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -45,6 +46,7 @@ _DRAINED_KINDS = frozenset({OpKind.DELETE_GROUP, OpKind.DELETE_LABEL})
 LLDP_PERIOD_SECONDS = 5.0
 #: Realised splits are read from group counters only on networks this small (one group per pair).
 GROUP_STATS_MAX_NODES = 60
+REFUSED_LOG_SECONDS = 60.0
 
 
 def _speed_bps(port) -> float:
@@ -76,6 +78,7 @@ class TellmController(app_manager.OSKenApp):
         self._builder: threading.Thread | None = None  # discovery: computing candidate paths
         self._built: tuple | None = None  # discovery: (DiscoveredTopology, PathSet) ready to install
         self._threads: list = []
+        self._refused_logged: dict[int, float] = {}  # dpid -> when its refusal was last logged
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -94,14 +97,29 @@ class TellmController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev):
         dp = ev.msg.datapath
-        if not self.core.accepts_switch(dp.id):
-            log.warning("switch dpid=%d is not in the topology; ignoring it", dp.id)
+        dpid = dp.id if dp.id is not None else ev.msg.datapath_id  # os-ken's handler may not have set it yet
+        if not self.core.accepts_switch(dpid):
+            self._refuse(dp, dpid)
             return
         with self.lock:
             self.datapaths[dp.id] = dp
             self._resync.add(dp.id)
         log.info("switch dpid=%d connected", dp.id)
         self._wake.set()
+
+    def _refuse(self, dp, dpid: int) -> None:
+        """Close the connection of a switch the topology file does not declare (it reconnects and is
+        refused again; logged at most once per REFUSED_LOG_SECONDS per dpid)."""
+        now = time.monotonic()
+        if now - self._refused_logged.get(dpid, -REFUSED_LOG_SECONDS) >= REFUSED_LOG_SECONDS:
+            self._refused_logged[dpid] = now
+            log.warning("refused switch dpid=%d from %s: not declared in the topology file", dpid,
+                        getattr(dp, "address", "?"))
+        dp.close()
+        try:
+            dp.socket.shutdown(socket.SHUT_RDWR)  # also stop reading: a peer that never closes is cut off
+        except OSError:
+            pass
 
     def _reset_switch(self, dp):
         """Known state on (re)connect: wipe, fixed rules, host rules; the plan reinstalls TE state."""
@@ -207,7 +225,7 @@ class TellmController(app_manager.OSKenApp):
         in_port = msg.match.get("in_port")
         pkt = packet.Packet(msg.data)
         eth = pkt.get_protocol(ethernet.ethernet)
-        if eth is None or in_port is None:
+        if eth is None or in_port is None or dp.id not in self.datapaths:
             return
         with self.lock:
             if eth.ethertype == ether.ETH_TYPE_LLDP:

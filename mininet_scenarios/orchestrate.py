@@ -102,9 +102,11 @@ def wait_until(check: Callable[[], bool], timeout_seconds: float, what: str, ser
 
 # ------------------------------------------------------------------------------ services
 def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | None = None,
-                    timeout_seconds: float = 60.0) -> Service:
+                    timeout_seconds: float = 60.0, extra: list[str] | None = None, security=None) -> Service:
+    """``extra``: more `tellm serve` flags (e.g. TLS and tokens); ``security``: the
+    tellm.security.settings.ClientSecurity the readiness probe connects with."""
     argv = tellm_command() + ["serve", "--port", str(port), "--metrics-port", str(metrics_port),
-                              "--provider", "cpu", "--ort-threads", "1", "--workers", "4"]
+                              "--provider", "cpu", "--ort-threads", "1", "--workers", "4"] + list(extra or [])
     if model is not None:
         argv += ["--model", str(model)]
     svc = Service("inference service (tellm serve)", argv, workdir / "serve.log").start()
@@ -112,7 +114,8 @@ def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | N
     def healthy() -> bool:
         from tellm.contract.client import InferenceClient
 
-        c = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=1.0, retries=0)
+        kw = {"security": security} if security is not None else {}
+        c = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=1.0, retries=0, **kw)
         try:
             return c.health()
         finally:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tellm.errors import CLIError
 
+from tellm.security.flags import add_client_args
+
 from .common import add_path_args, add_topology_args
 
 
@@ -50,6 +52,13 @@ def register(sub) -> None:
                    help="deadline of one inference request")
     g.add_argument("--of-port", type=int, default=6653, help="OpenFlow listening port")
     g.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listening address")
+    add_client_args(p, "the inference service, --inference")
+    t = p.add_argument_group("OpenFlow TLS (switches connect with ssl:HOST:PORT; see ovs-vsctl set-ssl)")
+    t.add_argument("--ofp-ssl-cert", default=None, metavar="FILE.pem",
+                   help="controller certificate; with --ofp-ssl-key, --of-port accepts TLS connections only")
+    t.add_argument("--ofp-ssl-key", default=None, metavar="FILE.pem", help="private key of --ofp-ssl-cert")
+    t.add_argument("--ofp-ssl-ca", default=None, metavar="FILE.pem",
+                   help="CA certificate(s): switches must present a certificate signed by one (mutual TLS)")
     g.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
                    help="counter polling and control interval")
     g.add_argument("--metrics-port", type=int, default=9101, help="Prometheus /metrics port (0 = off)")
@@ -99,10 +108,16 @@ def _config(args):
 
 def _router(args, metrics, num_nodes: int | None):
     from tellm.controller.routers import make_router
+    from tellm.security.flags import client_security
+    from tellm.security.tls import SecurityConfigError
 
     metrics.set_router(args.router)
+    try:
+        security = client_security(args)
+    except SecurityConfigError as exc:
+        raise CLIError(str(exc)) from None
     return make_router(args.router, num_nodes, inference_address=args.inference,
-                       inference_timeout_seconds=args.inference_timeout,
+                       inference_timeout_seconds=args.inference_timeout, inference_security=security,
                        on_request=metrics.inference_duration.observe,
                        on_fallback=lambda reason: metrics.fallbacks.labels(reason=reason).inc())
 
@@ -164,15 +179,21 @@ def run(args) -> int:
         v = getattr(args, name)
         if not 0 <= v <= 65535 or (name == "of_port" and v == 0):
             raise CLIError(f"--{name.replace('_', '-')} must be a TCP port")
-    from tellm.controller.runner import ServeOptions
+    from tellm.controller.runner import ServeOptions, check_ofp_tls
     from tellm.controller.runner import run as serve
+
+    options = ServeOptions(of_port=args.of_port, of_host=args.of_host, metrics_port=args.metrics_port or None,
+                           api_port=args.api_port or None, http_host=args.http_host, ofp_ssl_cert=args.ofp_ssl_cert,
+                           ofp_ssl_key=args.ofp_ssl_key, ofp_ssl_ca=args.ofp_ssl_ca)
+    try:
+        check_ofp_tls(options)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
     logging.getLogger("tellm.controller").setLevel(min(logging.getLogger().level, logging.WARNING))
     core = _discovering_core(args) if args.topology is None else _file_core(args)
     try:
-        code = serve(core, ServeOptions(of_port=args.of_port, of_host=args.of_host,
-                                        metrics_port=args.metrics_port or None, api_port=args.api_port or None,
-                                        http_host=args.http_host))
+        code = serve(core, options)
     except OSError as exc:  # a port in use
         raise CLIError(f"cannot listen: {exc}") from None
     logging.shutdown()

@@ -5,12 +5,17 @@ UDP traffic replayed by the testbed's generator; loads measured from the switche
 Router under test: ``model`` (the TE head through the inference service) when the shipped model
 ``inference/models/tellm-te.onnx`` exists, else the controller's in-process ``lp`` (said in the test
 output); TELLM_E2E_ROUTER overrides. Each test holds the Mininet lock while its network lives.
+
+Every gRPC hop runs as in the secure deployment: certificates and tokens from deploy/make-secrets.sh,
+the inference service with mutual TLS and tokens, the controller with its client certificate and
+route token, and the policy CLI with the admin token.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -48,12 +53,28 @@ def env(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     port = O.free_port()
     serve = None
+    secrets, client_args = work / "secrets", []
     if ROUTER == "model":
-        serve = O.start_inference(port, O.free_port(), work, SHIPPED_MODEL)
-    print(f"\ne2e router under test: {ROUTER}")
-    yield {"work": work, "inference": f"127.0.0.1:{port}"}
+        subprocess.run(["bash", str(ROOT / "deploy/make-secrets.sh"), str(secrets)], check=True, capture_output=True)
+        tls = ["--tls-ca", str(secrets / "ca.pem")]
+        client_args = tls + ["--tls-cert", str(secrets / "controller.pem"), "--tls-key",
+                             str(secrets / "controller.key"), "--auth-token-file", str(secrets / "controller.token")]
+        serve = O.start_inference(port, O.free_port(), work, SHIPPED_MODEL, extra=tls + [
+            "--tls-cert", str(secrets / "inference.pem"), "--tls-key", str(secrets / "inference.key"),
+            "--auth-token-file", str(secrets / "tokens"), "--audit-log", str(work / "audit.jsonl")],
+            security=_client_security(secrets, "controller"))
+    print(f"\ne2e router under test: {ROUTER} (gRPC: {'mutual TLS and tokens' if serve else 'none'})")
+    yield {"work": work, "inference": f"127.0.0.1:{port}", "client_args": client_args, "secrets": secrets}
     if serve is not None:
         serve.stop()
+
+
+def _client_security(secrets: Path, who: str):
+    from tellm.security.settings import ClientSecurity
+    from tellm.security.tls import ClientTLS
+
+    return ClientSecurity(ClientTLS(secrets / "ca.pem", secrets / f"{who}.pem", secrets / f"{who}.key"),
+                          (secrets / f"{who}.token").read_text().strip())
 
 
 class Net:
@@ -68,7 +89,8 @@ class Net:
         self.dir.mkdir()
         self.yaml = scenario.write_yaml(self.dir / f"{scenario.name}.yaml")
         self.ports = O.ControllerPorts.pick()
-        self.ctl = O.start_controller(self.yaml, router, self.ports, env["inference"], self.dir)
+        self.ctl = O.start_controller(self.yaml, router, self.ports, env["inference"], self.dir,
+                                      extra=env["client_args"])
         self.tb = None
         try:
             from tellm.mininet_scenarios.net import Testbed
@@ -330,3 +352,28 @@ def test_updates_lose_no_packets(env, lock):
                                   f"flow, seq, count): {loss.gaps.get((a_ip, d_ip))}")
     finally:
         net.close()
+
+
+def test_policy_cli_over_mutual_tls_and_tokens(env):
+    """The policy hop: `tellm policy set` with the policy daemon's admin credentials is applied and
+    audited; the controller's route token is refused. A topology id of its own keeps the other tests'
+    routing untouched."""
+    if not env["client_args"]:
+        pytest.skip(f"router {ROUTER}: no inference service in this run")
+    from tellm.mininet_scenarios import orchestrate as O
+
+    s = env["secrets"]
+
+    def policy_set(who: str):
+        return subprocess.run(O.tellm_command() + [
+            "policy", "set", "headroom", "--param", "fraction=0.25", "--reason", "e2e over TLS",
+            "--topology-id", "e2e-policy-probe", "--policy-service", env["inference"], "--tls-ca", str(s / "ca.pem"),
+            "--tls-cert", str(s / f"{who}.pem"), "--tls-key", str(s / f"{who}.key"),
+            "--auth-token-file", str(s / f"{who}.token")], capture_output=True, text=True, timeout=120)
+
+    ok = policy_set("policy")
+    assert ok.returncode == 0, ok.stderr
+    denied = policy_set("controller")
+    assert denied.returncode == 2 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
+    audit = (env["work"] / "audit.jsonl").read_text()
+    assert '"who": "token:policy cert:policy"' in audit and '"who": "token:controller"' in audit

@@ -315,7 +315,7 @@ def test_health_and_reflection(served):
 # ------------------------------------------------------------------ hot reload
 def test_hot_reload_on_file_change_and_by_rpc(tmp_path, net):
     path, _ = model_under_test(tmp_path / "serving")
-    s = RunningServer(path, watch_interval_seconds=0.1)
+    s = RunningServer(path, watch_interval_seconds=0.1, model_dir=tmp_path)
     try:
         topo, paths = net
         h = s.client.register_topology(topo, paths)
@@ -368,7 +368,7 @@ def test_wrong_interface_model_is_refused(tmp_path):
     wrong.ir_version = 8
     onnx.save(wrong, str(tmp_path / "wrong.onnx"))
     path, _ = model_under_test(tmp_path / "serving")
-    s = RunningServer(path, watch_interval_seconds=0)
+    s = RunningServer(path, watch_interval_seconds=0, model_dir=tmp_path)
     try:
         with pytest.raises(InferenceRejected) as err:
             s.client.reload_model(str(tmp_path / "wrong.onnx"))

@@ -42,7 +42,7 @@ def test_daemon_process_against_policy_serve_process(tmp_path):
         server.terminate()
         server.wait(timeout=10)
     # The served store persisted the daemon's change.
-    assert json.loads((tmp_path / "policies.json").read_text())["policies"][""]["policy"]["name"] == "latency_aware"
+    assert PolicyStore(tmp_path / "policies.json").get().policy.name == "latency_aware"
 
 
 def test_cli_errors_are_one_line(capsys, monkeypatch):
