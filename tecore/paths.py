@@ -15,10 +15,12 @@ from typing import Iterable
 import numpy as np
 
 from . import seeded
+from .diverse import FlatPaths, all_pair_paths, diverse_paths, link_matrix
 from .pathpool import search
 from .pathset import PathError, PathSet
-from .strategies import DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY, STRATEGIES, Metric
-from .stretch import stretch_metric_values
+from .strategies import (BOUNDED_TOPUP_STRATEGY, DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY, STRATEGIES,
+                         Metric, metric_values)
+from .stretch import shortest_distances, stretch_limit, stretch_metric_values
 from .topology import Topology
 
 __all__ = ["cache_dir", "compute_paths"]
@@ -36,9 +38,10 @@ def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_ST
     """Up to k loop-free paths for every ordered pair (or the given pairs).
 
     ``strategy``: "shortest" (Yen, the usual baseline), "capacity" (Yen on inverse-capacity weights),
-    "edge-disjoint" (greedy edge-disjoint shortest paths first), or "optimum-seeded" (paths carrying
-    flow in exact min-MLU solutions of sample TMs drawn with ``seed``, topped up with edge-disjoint-
-    first paths). ``max_stretch`` bounds every path's cost at that multiple of the pair's shortest
+    "edge-disjoint" (greedy edge-disjoint shortest paths first, then Yen), "diverse" (shortest, then
+    least-overlap paths: single-failure coverage; vectorised over all pairs), or "optimum-seeded"
+    (paths carrying flow in exact min-MLU solutions of sample TMs drawn with ``seed``, topped up with
+    diverse paths, keeping single-failure coverage). ``max_stretch`` bounds every path's cost at that multiple of the pair's shortest
     path in ``stretch_metric`` ("hop" or "latency"); pairs keep fewer than k paths when fewer fit.
 
     With a symmetric topology only src < dst is searched and the reverse paths are mirrored, which
@@ -67,11 +70,52 @@ def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_ST
                       f"columns (limit {seeded.SEED_MAX_LP_COLUMNS}); using {seeded.SEED_TOPUP_STRATEGY} "
                       "paths only", stacklevel=2)
         strategy = seeded.SEED_TOPUP_STRATEGY
-    if strategy == "optimum-seeded":
-        found = seeded.optimum_seeded(topo, k, metric, workers, progress, max_stretch, stretch_metric, seed, pairs)
+    if strategy in ("diverse", "optimum-seeded"):
+        ps = _whole_topology(topo, k, strategy, metric, workers, progress, pairs, max_stretch, stretch_metric, seed)
     else:
         found = search(topo, k, strategy, metric, workers, progress, pairs, max_stretch, stretch_metric)
-    ps = PathSet.from_node_paths(topo, found, strategy=strategy, k=k)
+        ps = PathSet.from_node_paths(topo, found, strategy=strategy, k=k)
     if cache_file is not None:
         ps.save(cache_file)
     return ps
+
+
+def _whole_topology(topo: Topology, k: int, strategy: str, metric: Metric, workers: int | None, progress: bool,
+                    pairs, max_stretch: float | None, stretch_metric: str, seed: int) -> PathSet:
+    """The diverse or optimum-seeded path set. Under a stretch bound the per-pair top-up
+    (``BOUNDED_TOPUP_STRATEGY``, which honours the bound) replaces the vectorised diverse paths."""
+    weight = None if metric == "hop" or (metric == "weight" and np.all(topo.weight == 1.0)) else metric_values(topo, metric)
+    if pairs is None and max_stretch is None:
+        pair_arr, base = all_pair_paths(topo, k, weight)
+    elif max_stretch is None:
+        pair_arr = np.unique(np.array([(s, t) for s, t in pairs if s != t], dtype=np.int64).reshape(-1, 2), axis=0)
+        base = diverse_paths(topo, k, weight, pair_arr)
+    else:
+        found = search(topo, k, BOUNDED_TOPUP_STRATEGY, metric, workers, progress, pairs, max_stretch, stretch_metric)
+        pair_arr, base = _flat_from_node_paths(topo, found)
+    if strategy == "optimum-seeded":
+        bound = None
+        if max_stretch is not None:
+            best = shortest_distances(topo, stretch_metric)[pair_arr[:, 0], pair_arr[:, 1]]
+            bound = stretch_limit(max_stretch, best)
+        base = seeded.compose(topo, k, pair_arr, base, seeded.seed_shares(topo, seed, progress), bound,
+                              stretch_metric_values(topo, stretch_metric))
+    counts = np.bincount(base.pair, minlength=pair_arr.shape[0])
+    has = counts > 0
+    return PathSet(topology_hash=topo.content_hash, num_nodes=topo.num_nodes, num_links=topo.num_links,
+                   pairs=pair_arr[has], pair_ptr=np.concatenate([[0], np.cumsum(counts[has])]),
+                   path_ptr=base.ptr, path_links=base.links, strategy=strategy, k=k)
+
+
+def _flat_from_node_paths(topo: Topology, found) -> tuple[np.ndarray, FlatPaths]:
+    keys = sorted(found)
+    lm = link_matrix(topo)
+    pair, hops, links = [], [], []
+    for i, key in enumerate(keys):
+        for nodes in found[key]:
+            pair.append(i)
+            hops.append(len(nodes) - 1)
+            links.append(lm[nodes[:-1], nodes[1:]])
+    pairs = np.array(keys, dtype=np.int64).reshape(-1, 2)
+    return pairs, FlatPaths(np.array(pair, np.int64), np.concatenate([[0], np.cumsum(hops)]).astype(np.int64),
+                            np.concatenate(links) if links else np.zeros(0, np.int64))
