@@ -98,6 +98,20 @@ def unavoided(topo: Topology, paths: PathSet) -> np.ndarray:
     return np.stack([m.row[on_all], m.col[on_all]], axis=1).astype(np.int64)
 
 
+def uncovered_pairs(topo: Topology, pairs: np.ndarray, flat) -> np.ndarray:
+    """int64 [U, 2] (pair index, group): one coverable group per pair that none of its paths avoids.
+    ``flat`` is a ``tecore.diverse.FlatPaths`` grouped by pair, for the rows of ``pairs``."""
+    counts = np.bincount(flat.pair, minlength=pairs.shape[0])
+    has = np.flatnonzero(counts > 0)
+    ps = PathSet(topo.content_hash, topo.num_nodes, topo.num_links, pairs[has],
+                 np.concatenate([[0], np.cumsum(counts[has])]), flat.ptr, flat.links)
+    gaps = coverage(topo, ps).uncovered
+    if gaps.size == 0:
+        return gaps
+    first = np.unique(gaps[:, 0], return_index=True)[1]
+    return np.stack([has[gaps[first, 0]], gaps[first, 1]], axis=1)
+
+
 def coverage(topo: Topology, paths: PathSet) -> Coverage:
     """Single-failure coverage of ``paths`` on ``topo`` (one failure group at a time)."""
     gids = group_ids(topo)

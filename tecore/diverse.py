@@ -125,10 +125,10 @@ def first_paths(topo: Topology, weight: np.ndarray | None, pairs: np.ndarray) ->
 
 
 def least_overlap_round(topo: Topology, weight: np.ndarray, groups: np.ndarray, pairs: np.ndarray,
-                        have: list[FlatPaths], todo: np.ndarray) -> FlatPaths:
+                        have: list[FlatPaths], todo: np.ndarray, forbid: np.ndarray | None = None) -> FlatPaths:
     """For the pairs ``todo`` (sorted indices into ``pairs``): the shortest path among those sharing the
     fewest failure groups (counted with multiplicity) with the pair's paths in ``have`` (each sorted
-    by pair)."""
+    by pair). ``forbid`` (one group per pair of ``todo``, -1 for none) is avoided wherever possible."""
     n, L = topo.num_nodes, topo.num_links
     base = sp.csr_matrix((np.arange(L, dtype=np.float64) + 1, (topo.src, topo.dst)), shape=(n, n))
     perm = base.data.astype(np.int64) - 1  # link id of each CSR entry
@@ -148,6 +148,10 @@ def least_overlap_round(topo: Topology, weight: np.ndarray, groups: np.ndarray, 
         uses = np.zeros((B, groups.max() + 1))
         np.add.at(uses, (np.repeat(slot[own.pair], own.hops), groups[own.links]), 1.0)
         slot[ids] = -1
+        if forbid is not None:
+            f = forbid[lo:lo + batch]
+            rows = np.flatnonzero(f >= 0)
+            uses[rows, f[rows]] += groups.size * len(have) + 1.0  # dearer than any path without it
         data = (weight[perm][None, :] + big * uses[:, groups[perm]]).ravel()
         indptr = (base.indptr[None, :-1] + L * np.arange(B)[:, None]).ravel()
         g = sp.csr_matrix((data, (base.indices[None, :] + n * np.arange(B)[:, None]).ravel(),
@@ -183,7 +187,53 @@ def diverse_paths(topo: Topology, k: int, weight: np.ndarray | None, pairs: np.n
     flat = _group_by_pair(FlatPaths.concat(rounds))
     if k > 1 and exhausted.any():
         flat = _fill_with_yen(topo, k, weight, pairs, flat, np.flatnonzero(exhausted))
+    return close_gaps(topo, w, groups, pairs, flat) if k > 1 else flat
+
+
+#: Rounds of ``close_gaps``: each closes at least one gap of every pair that still has one.
+GAP_ROUNDS = 4
+
+
+def close_gaps(topo: Topology, weight: np.ndarray, groups: np.ndarray, pairs: np.ndarray,
+               flat: FlatPaths) -> FlatPaths:
+    """Where every path of a pair crosses a group whose loss the pair would survive (least overlap can
+    share a different link of the first path than the one that mattered), the pair's last path gives
+    way to its least-overlap path that avoids that group; repeated while gaps close."""
+    from .coverage import uncovered_pairs
+
+    for _ in range(GAP_ROUNDS):
+        gaps = uncovered_pairs(topo, pairs, flat)  # [U, 2] (pair, group), one row per pair
+        if gaps.size == 0:
+            break
+        counts = np.bincount(flat.pair, minlength=pairs.shape[0])
+        last = np.searchsorted(flat.pair, gaps[:, 0], side="right") - 1
+        multi = counts[gaps[:, 0]] > 1
+        gaps, last = gaps[multi], last[multi]
+        if gaps.size == 0:
+            break
+        keep = np.ones(flat.pair.size, dtype=bool)
+        keep[last] = False
+        rest = flat.take(np.flatnonzero(keep))
+        new = least_overlap_round(topo, weight, groups, pairs, [rest], gaps[:, 0], gaps[:, 1])
+        ok = ~np.isin(np.arange(new.pair.size), _uses_group(new, groups, dict(zip(gaps[:, 0].tolist(), gaps[:, 1].tolist()))))
+        dup = _duplicates(rest, new, topo.num_links)
+        new = new.take(np.flatnonzero(ok & ~dup))
+        if new.pair.size == 0:
+            break
+        replaced = np.isin(flat.pair[last], new.pair)
+        keep = np.ones(flat.pair.size, dtype=bool)
+        keep[last[replaced]] = False
+        flat = _group_by_pair(FlatPaths.concat([flat.take(np.flatnonzero(keep)), new]))
     return flat
+
+
+def _uses_group(paths: FlatPaths, groups: np.ndarray, group_of_pair: dict[int, int]) -> np.ndarray:
+    """Indices of ``paths`` that cross the group named for their pair."""
+    want = np.array([group_of_pair[p] for p in paths.pair.tolist()], dtype=np.int64)
+    hit = groups[paths.links] == np.repeat(want, paths.hops)
+    if not hit.size:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.add.reduceat(hit.astype(np.int64), paths.ptr[:-1][paths.hops > 0]) > 0)
 
 
 def _duplicates(have: FlatPaths, new: FlatPaths, num_links: int) -> np.ndarray:

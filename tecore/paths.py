@@ -23,11 +23,33 @@ from .strategies import (BOUNDED_TOPUP_STRATEGY, DEFAULT_K, DEFAULT_MAX_STRETCH,
 from .stretch import shortest_distances, stretch_limit, stretch_metric_values
 from .topology import Topology
 
-__all__ = ["cache_dir", "compute_paths"]
+__all__ = ["cache_dir", "cached_paths", "compute_paths"]
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("TELLM_CACHE_DIR") or Path.home() / ".cache" / "tellm") / "paths"
+
+
+def _cache_file(topo: Topology, k: int, strategy: str, metric: str, max_stretch: float | None,
+                stretch_metric: str, seed: int) -> Path:
+    extra = "" if max_stretch is None else f"-x{max_stretch:g}{stretch_metric}"
+    if strategy == "optimum-seeded":
+        extra += f"-seed{seed}"
+    return cache_dir() / f"{topo.name}-{topo.content_hash}-{strategy}-{metric}-k{k}{extra}.npz"
+
+
+def _load_cached(file: Path) -> PathSet | None:
+    if file.exists():
+        try:
+            return PathSet.load(file)
+        except Exception:  # noqa: BLE001 - a bad cache file is recomputed, never fatal
+            file.unlink(missing_ok=True)
+    return None
+
+
+def cached_paths(topo: Topology) -> PathSet | None:
+    """The default path set of ``topo`` if the cache holds it (no computation)."""
+    return _load_cached(_cache_file(topo, DEFAULT_K, DEFAULT_STRATEGY, "weight", DEFAULT_MAX_STRETCH, "hop", 0))
 
 
 def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_STRATEGY,
@@ -56,15 +78,10 @@ def compute_paths(topo: Topology, k: int = DEFAULT_K, strategy: str = DEFAULT_ST
     stretch_metric_values(topo, stretch_metric)  # validates the name
     cache_file = None
     if use_cache and pairs is None:
-        extra = "" if max_stretch is None else f"-x{max_stretch:g}{stretch_metric}"
-        if strategy == "optimum-seeded":
-            extra += f"-seed{seed}"
-        cache_file = cache_dir() / f"{topo.name}-{topo.content_hash}-{strategy}-{metric}-k{k}{extra}.npz"
-        if cache_file.exists():
-            try:
-                return PathSet.load(cache_file)
-            except Exception:  # noqa: BLE001 - a bad cache file is recomputed, never fatal
-                cache_file.unlink(missing_ok=True)
+        cache_file = _cache_file(topo, k, strategy, metric, max_stretch, stretch_metric, seed)
+        found = _load_cached(cache_file)
+        if found is not None:
+            return found
     if strategy == "optimum-seeded" and not seeded.seeding_fits(topo):
         warnings.warn(f"{topo.name}: the optimum-seeding LP would have {topo.num_nodes * topo.num_links} "
                       f"columns (limit {seeded.SEED_MAX_LP_COLUMNS}); using {seeded.SEED_TOPUP_STRATEGY} "
@@ -98,8 +115,9 @@ def _whole_topology(topo: Topology, k: int, strategy: str, metric: Metric, worke
         if max_stretch is not None:
             best = shortest_distances(topo, stretch_metric)[pair_arr[:, 0], pair_arr[:, 1]]
             bound = stretch_limit(max_stretch, best)
-        base = seeded.compose(topo, k, pair_arr, base, seeded.seed_shares(topo, seed, progress), bound,
-                              stretch_metric_values(topo, stretch_metric))
+        composed = seeded.compose(topo, k, pair_arr, base, seeded.seed_shares(topo, seed, progress), bound,
+                                  stretch_metric_values(topo, stretch_metric))
+        base = seeded.keep_coverage(topo, pair_arr, composed, base)
     counts = np.bincount(base.pair, minlength=pair_arr.shape[0])
     has = counts > 0
     return PathSet(topology_hash=topo.content_hash, num_nodes=topo.num_nodes, num_links=topo.num_links,

@@ -106,3 +106,19 @@ def _covering(chosen: list[tuple[int, ...]], spare: list[tuple[int, ...]], group
         if c not in chosen[:-1] and not (rest_shared & gset(c)):
             return chosen[:-1] + [c]
     return chosen
+
+
+def keep_coverage(topo: Topology, pairs: np.ndarray, composed: FlatPaths, base: FlatPaths) -> FlatPaths:
+    """``composed``, except that a pair it leaves without single-failure coverage where ``base`` covers
+    it gets its ``base`` paths back."""
+    from .coverage import uncovered_pairs
+
+    gaps = uncovered_pairs(topo, pairs, composed)
+    if gaps.size == 0:
+        return composed
+    swap = np.setdiff1d(gaps[:, 0], uncovered_pairs(topo, pairs, base)[:, 0])
+    if swap.size == 0:
+        return composed
+    mine = FlatPaths.concat([composed.take(np.flatnonzero(~np.isin(composed.pair, swap))),
+                             base.take(np.flatnonzero(np.isin(base.pair, swap)))])
+    return mine.take(np.argsort(mine.pair, kind="stable"))

@@ -133,7 +133,7 @@ def test_cli_eval_fail_links_and_paths_coverage(tmp_path):
 
 
 def _live(t, fail, tm):
-    from controller.failure import restrict_paths
+    from tellm.controller.failure import restrict_paths
 
     ps = compute_paths(t, workers=1)
     up = fail.link_up(t)

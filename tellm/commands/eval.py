@@ -53,7 +53,7 @@ def _ecmp(topo, paths, args):
 
 @router("lp")
 def _lp(topo, paths, args):
-    from controller.failure import restrict_paths
+    from tellm.controller.failure import restrict_paths
     from tecore import solve_min_mlu
 
     def run(tm, link_up=None):
@@ -67,7 +67,7 @@ def _lp(topo, paths, args):
 
 
 def _has_live_path(paths, link_up) -> np.ndarray:
-    from controller.failure import path_alive
+    from tellm.controller.failure import path_alive
 
     return np.add.reduceat(path_alive(paths, link_up).astype(np.int64), paths.pair_ptr[:-1]) > 0
 
@@ -75,7 +75,7 @@ def _has_live_path(paths, link_up) -> np.ndarray:
 def _masked_mlu(topo, paths, split, tm, link_up) -> float:
     """MLU of ``split`` with the controller's failure handling: dead paths dropped, the rest of each
     pair renormalised, pairs with no live path not routed."""
-    from controller.failure import mask_split
+    from tellm.controller.failure import mask_split
     from tecore import split_mlu
 
     d = tm.pair_demands(paths.pairs)
