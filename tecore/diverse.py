@@ -290,16 +290,32 @@ def mirrored_paths(topo: Topology, flat: FlatPaths, pairs: np.ndarray, rev: np.n
     return pairs[:, ::-1].copy(), FlatPaths(flat.pair, flat.ptr, rev[flat.links[back]])
 
 
-def all_pair_paths(topo: Topology, k: int, weight: np.ndarray | None) -> tuple[np.ndarray, FlatPaths]:
+def parallel_diverse_paths(topo: Topology, k: int, weight: np.ndarray | None, pairs: np.ndarray,
+                           workers: int = 1) -> FlatPaths:
+    """``diverse_paths`` with the pairs split over ``workers`` forked processes (every step works per
+    pair, so the result is the same for any number of workers)."""
+    if workers <= 1 or pairs.shape[0] < 1000:
+        return diverse_paths(topo, k, weight, pairs)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    cuts = np.linspace(0, pairs.shape[0], workers + 1).astype(np.int64)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+        parts = list(pool.map(diverse_paths, [topo] * workers, [k] * workers, [weight] * workers,
+                              [pairs[a:b] for a, b in zip(cuts[:-1], cuts[1:])]))
+    return FlatPaths.concat([FlatPaths(p.pair + a, p.ptr, p.links) for p, a in zip(parts, cuts[:-1].tolist())])
+
+
+def all_pair_paths(topo: Topology, k: int, weight: np.ndarray | None, workers: int = 1) -> tuple[np.ndarray, FlatPaths]:
     """``diverse_paths`` for every ordered pair, searching src < dst only and mirroring when every link
     has a reverse of the same weight. Returns (pairs [P, 2] sorted, paths grouped by pair)."""
     w = np.ones(topo.num_links) if weight is None else np.asarray(weight, dtype=np.float64)
     rev = reverse_links(topo)
     all_pairs = topo.all_pairs()
     if rev is None or not np.array_equal(w[rev], w):
-        return all_pairs, diverse_paths(topo, k, weight, all_pairs)
+        return all_pairs, parallel_diverse_paths(topo, k, weight, all_pairs, workers)
     half = all_pairs[all_pairs[:, 0] < all_pairs[:, 1]]
-    fwd = diverse_paths(topo, k, weight, half)
+    fwd = parallel_diverse_paths(topo, k, weight, half, workers)
     back_pairs, back = mirrored_paths(topo, fwd, half, rev)
     both = np.concatenate([half, back_pairs])
     flat = FlatPaths.concat([fwd, FlatPaths(back.pair + half.shape[0], back.ptr, back.links)])

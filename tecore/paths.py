@@ -102,8 +102,9 @@ def _whole_topology(topo: Topology, k: int, strategy: str, metric: Metric, worke
     """The diverse or optimum-seeded path set. Under a stretch bound the per-pair top-up
     (``BOUNDED_TOPUP_STRATEGY``, which honours the bound) replaces the vectorised diverse paths."""
     weight = None if metric == "hop" or (metric == "weight" and np.all(topo.weight == 1.0)) else metric_values(topo, metric)
+    workers = workers or os.cpu_count() or 1
     if pairs is None and max_stretch is None:
-        pair_arr, base = all_pair_paths(topo, k, weight)
+        pair_arr, base = all_pair_paths(topo, k, weight, workers)
     elif max_stretch is None:
         pair_arr = np.unique(np.array([(s, t) for s, t in pairs if s != t], dtype=np.int64).reshape(-1, 2), axis=0)
         base = diverse_paths(topo, k, weight, pair_arr)
@@ -115,7 +116,7 @@ def _whole_topology(topo: Topology, k: int, strategy: str, metric: Metric, worke
         if max_stretch is not None:
             best = shortest_distances(topo, stretch_metric)[pair_arr[:, 0], pair_arr[:, 1]]
             bound = stretch_limit(max_stretch, best)
-        composed = seeded.compose(topo, k, pair_arr, base, seeded.seed_shares(topo, seed, progress), bound,
+        composed = seeded.compose(topo, k, pair_arr, base, seeded.seed_shares(topo, seed, progress, workers), bound,
                                   stretch_metric_values(topo, stretch_metric))
         base = seeded.keep_coverage(topo, pair_arr, composed, base)
     counts = np.bincount(base.pair, minlength=pair_arr.shape[0])

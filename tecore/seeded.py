@@ -37,25 +37,40 @@ def seeding_fits(topo: Topology) -> bool:
     return topo.num_nodes * topo.num_links <= SEED_MAX_LP_COLUMNS
 
 
-def seed_shares(topo: Topology, seed: int, progress: bool = False) -> dict[tuple[int, int], dict[tuple[int, ...], float]]:
-    """{(s, t): {link-id tuple: summed share of the pair's demand}} over the sample TMs' optima.
+def _seed_flows(topo: Topology, tm) -> list[tuple[int, int, tuple[int, ...], float]]:
+    """(s, t, link ids, share of the pair's demand) of every path of one sample TM's optimum."""
+    lm = link_matrix(topo)
+    res = solve_optimum(topo, tm, solver="simplex", shorten="hop")
+    d = tm.demand_bps
+    return [(s, t, tuple(lm[nodes[:-1], nodes[1:]].tolist()), bps / d[s, t])
+            for (s, t), flows in decompose_flows(topo, tm, res).items() for nodes, bps in flows]
+
+
+def seed_shares(topo: Topology, seed: int, progress: bool = False,
+                workers: int = 1) -> dict[tuple[int, int], dict[tuple[int, ...], float]]:
+    """{(s, t): {link-id tuple: summed share of the pair's demand}} over the sample TMs' optima,
+    solved in ``workers`` forked processes (one TM each; the sums are taken in TM order).
 
     The optimum solves run a second, "shorten" pass (same MLU within 1e-4, least total hop x flow) so
     the paths are short and free of circulations; decomposition is deterministic, and so is HiGHS'
     serial simplex, so a fixed ``seed`` gives a fixed path set.
     """
-    lm = link_matrix(topo)
-    share: dict[tuple[int, int], dict[tuple[int, ...], float]] = {}
     tms = [tm for fam in SEED_FAMILIES
            for tm in generate(topo, fam, SEED_TMS_PER_FAMILY, seed=SEED_TM_OFFSET + seed)]
-    for tm in with_progress(iter(tms), len(tms), f"optimum {topo.name}", progress):
-        res = solve_optimum(topo, tm, solver="simplex", shorten="hop")
-        d = tm.demand_bps
-        for (s, t), flows in decompose_flows(topo, tm, res).items():
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            per_tm = list(with_progress(pool.map(_seed_flows, [topo] * len(tms), tms), len(tms),
+                                        f"optimum {topo.name}", progress))
+    else:
+        per_tm = [_seed_flows(topo, tm) for tm in with_progress(iter(tms), len(tms), f"optimum {topo.name}", progress)]
+    share: dict[tuple[int, int], dict[tuple[int, ...], float]] = {}
+    for flows in per_tm:
+        for s, t, key, frac in flows:
             acc = share.setdefault((s, t), {})
-            for nodes, bps in flows:
-                key = tuple(lm[nodes[:-1], nodes[1:]].tolist())
-                acc[key] = acc.get(key, 0.0) + bps / d[s, t]
+            acc[key] = acc.get(key, 0.0) + frac
     return share
 
 
