@@ -85,17 +85,41 @@ def run_topology(name: str, routers: list[str], tms: int, load: float, max_failu
     return out
 
 
+def markdown(doc: dict) -> str:
+    """The README table: per topology, coverage before/after and the routers' ratios over all rows."""
+    head = ["topology", "non-bridge failures (run)", "stranded pairs before: failures / total / worst",
+            "stranded after", "head / LP geo (worst)", "LP / opt geo (worst)", "head / opt geo (worst)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in doc["results"]:
+        b = r.get("coverage_before")
+        before = "-" if b is None else (f"{len(b['stranding_failures'])} / {b['stranded_pairs_total']} / "
+                                        f"{max(b['stranding_failures'].values(), default=0)}")
+        after = max((x["stranded_pairs"] for x in r["rows"]), default=0)
+        sm = r["summary"]
+
+        def cell(a, b):
+            return f"{sm[f'{a}_over_{b}_geomean']:.4f} ({sm[f'{a}_over_{b}_worst']:.4f})" if f"{a}_over_{b}_geomean" in sm else "-"
+
+        lines.append(f"| {r['topology']} | {r['non_bridge_failures']} ({r['failures_run']}) | {before} | {after} | "
+                     f"{cell('model', 'lp')} | {cell('lp', 'opt')} | {cell('model', 'opt')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--topology", action="append", required=True)
+    ap.add_argument("--topology", action="append", default=[])
     ap.add_argument("--router", default="ecmp,lp,model,opt")
     ap.add_argument("--tms", type=int, default=3, help="gravity TMs per failure (seed 0)")
     ap.add_argument("--load", type=float, default=0.8, help="ECMP MLU of each TM on the intact network")
     ap.add_argument("--max-failures", type=int, default=None, help="only the first N non-bridge failures")
     ap.add_argument("--before", action="append", default=[], metavar="NAME=FILE.npz",
                     help="an earlier path set of topology NAME whose coverage is reported as 'before'")
+    ap.add_argument("--table", type=Path, default=None, metavar="JSON", help="print the README table of a run and exit")
     ap.add_argument("--json", type=Path, default=Path(__file__).with_name("results") / "failures.json")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return 0
     before = dict(x.split("=", 1) for x in args.before)
     doc = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
            "load_average_start": os.getloadavg(), "cpu_count": os.cpu_count(), "results": []}

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from .diverse import link_groups
+from .links import link_groups
 from .pathset import PathSet
 from .topology import Topology
 

@@ -19,6 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra, shortest_path
 
+from .coverage import uncovered_pairs
+from .links import link_groups, link_matrix, reverse_links
 from .topology import Topology
 
 #: Upper bound on (pairs in one block-diagonal search) x (links): the dense penalty matrix of a batch.
@@ -53,27 +55,6 @@ class FlatPaths:
         ptr = np.concatenate([[0], np.cumsum(hops)])
         within = np.arange(ptr[-1]) - np.repeat(ptr[:-1], hops)
         return FlatPaths(self.pair[idx], ptr, self.links[np.repeat(self.ptr[idx], hops) + within])
-
-
-def link_groups(topo: Topology) -> np.ndarray:
-    """Failure group of each link: a link and its reverse (one cable) share the lower link id."""
-    li = topo.link_index
-    rev = np.array([li.get((v, u), i) for i, (u, v) in enumerate(zip(topo.src.tolist(), topo.dst.tolist()))])
-    return np.minimum(np.arange(topo.num_links), rev).astype(np.int64)
-
-
-def reverse_links(topo: Topology) -> np.ndarray | None:
-    """Link id of each link's reverse, or None when some link has none."""
-    li = topo.link_index
-    rev = [li.get((v, u), -1) for u, v in zip(topo.src.tolist(), topo.dst.tolist())]
-    return None if -1 in rev else np.array(rev, dtype=np.int64)
-
-
-def link_matrix(topo: Topology) -> np.ndarray:
-    """Dense [N, N] link id of (u, v), -1 where there is none."""
-    m = np.full((topo.num_nodes, topo.num_nodes), -1, dtype=np.int64)
-    m[topo.src, topo.dst] = np.arange(topo.num_links)
-    return m
 
 
 def path_hashes(paths: FlatPaths, num_links: int) -> np.ndarray:
@@ -199,8 +180,6 @@ def close_gaps(topo: Topology, weight: np.ndarray, groups: np.ndarray, pairs: np
     """Where every path of a pair crosses a group whose loss the pair would survive (least overlap can
     share a different link of the first path than the one that mattered), the pair's last path gives
     way to its least-overlap path that avoids that group; repeated while gaps close."""
-    from .coverage import uncovered_pairs
-
     for _ in range(GAP_ROUNDS):
         gaps = uncovered_pairs(topo, pairs, flat)  # [U, 2] (pair, group), one row per pair
         if gaps.size == 0:

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .diverse import link_groups
+from .links import link_groups
 from .pathset import PathSet
 from .topology import Topology, TopologyError
 from .traffic import TrafficMatrix

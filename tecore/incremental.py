@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .coverage import unavoided
-from .diverse import FlatPaths, diverse_paths, link_matrix
+from .diverse import FlatPaths, diverse_paths
+from .links import link_groups, link_matrix
 from .failures import components
 from .pathset import PathError, PathSet
 from .strategies import metric_values
@@ -41,15 +42,12 @@ def update_paths(old: PathSet, old_topo: Topology, new_topo: Topology) -> PathSe
     pair_ok &= (pairs_new >= 0).all(axis=1)
     # Shortest paths that got shorter (a new link): the first path is no longer a shortest one.
     w_new = metric_values(new_topo, "weight")
-    cost_new = np.zeros(old.num_paths)
-    ok_paths = np.flatnonzero(path_ok)
     links_new = np.where(same_w[old.path_links], link_map[old.path_links], 0)
-    cost_new = np.add.reduceat(w_new[links_new], old.path_ptr[:-1]) if old.path_links.size else cost_new
+    cost_new = np.add.reduceat(w_new[links_new], old.path_ptr[:-1])
     first = old.pair_ptr[:-1]
     dist = _weighted_distances(new_topo)
     ps_, pt_ = np.maximum(pairs_new[:, 0], 0), np.maximum(pairs_new[:, 1], 0)
     pair_ok &= cost_new[first] <= dist[ps_, pt_] * (1 + 1e-9) + 1e-12
-    del ok_paths
     kept = _remap(old, np.flatnonzero(pair_ok), pairs_new, link_map, new_topo)
     # Kept pairs that no longer cover every survivable single failure of the new network.
     if kept.num_pairs:
@@ -84,8 +82,6 @@ def _weighted_distances(topo: Topology) -> np.ndarray:
 
 
 def _group_up(topo: Topology, g: int) -> np.ndarray:
-    from .diverse import link_groups
-
     return link_groups(topo) != g
 
 

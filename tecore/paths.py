@@ -15,7 +15,8 @@ from typing import Iterable
 import numpy as np
 
 from . import seeded
-from .diverse import FlatPaths, all_pair_paths, diverse_paths, link_matrix
+from .diverse import FlatPaths, all_pair_paths, diverse_paths
+from .links import link_matrix
 from .pathpool import search
 from .pathset import PathError, PathSet
 from .strategies import (BOUNDED_TOPUP_STRATEGY, DEFAULT_K, DEFAULT_MAX_STRETCH, DEFAULT_STRATEGY, STRATEGIES,

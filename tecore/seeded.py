@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .diverse import FlatPaths, link_groups, link_matrix
+from .coverage import uncovered_pairs
+from .diverse import FlatPaths
+from .links import link_groups, link_matrix
 from .optimum import decompose_flows, solve_optimum
 from .pathpool import with_progress
 from .topology import Topology
@@ -126,8 +128,6 @@ def _covering(chosen: list[tuple[int, ...]], spare: list[tuple[int, ...]], group
 def keep_coverage(topo: Topology, pairs: np.ndarray, composed: FlatPaths, base: FlatPaths) -> FlatPaths:
     """``composed``, except that a pair it leaves without single-failure coverage where ``base`` covers
     it gets its ``base`` paths back."""
-    from .coverage import uncovered_pairs
-
     gaps = uncovered_pairs(topo, pairs, composed)
     if gaps.size == 0:
         return composed

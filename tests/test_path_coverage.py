@@ -11,7 +11,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from tecore import PathSet, Topology, compute_paths, generate, load_topology, solve_min_mlu
+from tecore import Topology, compute_paths, generate, load_topology, solve_min_mlu
 from tecore.coverage import coverage
 from tecore.failures import Failure, non_bridge_failures, parse_failures, routable_tm, stranded_pairs
 from tecore.optimum import solve_optimum

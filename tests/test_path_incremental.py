@@ -4,7 +4,6 @@ valid, fully covering path set of the new topology."""
 from __future__ import annotations
 
 import networkx as nx
-import numpy as np
 import pytest
 
 from tecore import PathError, Topology, compute_paths
