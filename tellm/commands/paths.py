@@ -64,7 +64,7 @@ def run(args) -> int:
     to_stderr = args.json is not None and str(args.json) == "-"
     # The report table is wide: keep it whole in pipes and CI logs instead of truncating cells.
     tty = (sys.stderr if to_stderr else sys.stdout).isatty()
-    console = Console(stderr=to_stderr, width=None if tty else 160)
+    console = Console(stderr=to_stderr, width=None if tty else 200)
     topo = common.load_topology_from_args(args)
     t0 = time.perf_counter()
     ps = common.paths_from_args(args, topo, console, use_cache=not args.no_cache)
@@ -126,16 +126,18 @@ def _report(args, topo, console, strategies_known) -> list[dict]:
     table = Table(title=f"{topo.name}: path-LP / exact optimum over {len(tms)} TMs "
                         f"({args.tms_per_family} each of {', '.join(families)}; seed {args.tm_seed})")
     for col in ["strategy", "k", "geo-mean", "worst", *[f"{f} geo/worst" for f in families],
-                "stretch mean", "stretch p95", "failure coverage", "stranding failures", "paths", "build s"]:
+                "stretch mean", "stretch p95", "cover %", "strand", "paths", "build s"]:
         table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     for rep in reports:
         table.add_row(rep.strategy, str(rep.k), f"{rep.ratio_geomean:.4f}", f"{rep.ratio_worst:.4f}",
                       *[f"{rep.ratio_by_family[f]['geomean']:.3f}/{rep.ratio_by_family[f]['worst']:.3f}"
                         for f in families],
                       f"{rep.stretch_mean:.2f}", f"{rep.stretch_p95:.2f}",
-                      f"{100 * rep.coverage['ratio']:.3f} %",
-                      f"{len(rep.coverage['stranding_failures'])} ({rep.coverage['stranded_pairs_total']} pairs)",
+                      f"{100 * rep.coverage['ratio']:.2f}",
+                      f"{len(rep.coverage['stranding_failures'])}/{rep.coverage['stranded_pairs_total']}",
                       str(rep.num_paths),
                       f"{rep.build_seconds:.1f}")
     console.print(table)
+    console.print("cover %: single-failure coverage (pairs x links whose loss the pair survives that keep a "
+                  "candidate path); strand: failures that strand pairs / stranded pairs over all of them")
     return [r.as_dict() for r in reports]
