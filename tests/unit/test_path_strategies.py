@@ -241,7 +241,15 @@ def test_optimum_seeded_falls_back_on_graphs_too_big_to_seed(monkeypatch):
 
     t = ladder()
     monkeypatch.setattr(seeded_mod, "SEED_MAX_LP_COLUMNS", t.num_nodes * t.num_links - 1)
-    with pytest.warns(UserWarning, match="using edge-disjoint paths only"):
+    with pytest.warns(UserWarning, match="using diverse paths only"):
         ps = compute_paths(t, k=3, strategy="optimum-seeded", use_cache=False, workers=1)
-    ref = compute_paths(t, k=3, strategy="edge-disjoint", use_cache=False, workers=1)
-    assert ps.strategy == "edge-disjoint" and np.array_equal(ps.path_links, ref.path_links)
+    ref = compute_paths(t, k=3, strategy="diverse", use_cache=False, workers=1)
+    assert ps.strategy == "diverse" and np.array_equal(ps.path_links, ref.path_links)
+
+
+def test_diverse_paths_are_the_same_for_any_number_of_workers():
+    g = nx.connected_watts_strogatz_graph(50, 4, 0.3, seed=5)
+    t = Topology.from_networkx(nx.relabel_nodes(g, str), name="ws50")
+    a = compute_paths(t, k=4, strategy="diverse", use_cache=False, workers=1)
+    b = compute_paths(t, k=4, strategy="diverse", use_cache=False, workers=2)
+    assert np.array_equal(a.pair_ptr, b.pair_ptr) and np.array_equal(a.path_links, b.path_links)
