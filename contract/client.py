@@ -28,7 +28,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tellm.security.settings import PLAINTEXT, ClientSecurity
+from tellm.contract.security.settings import PLAINTEXT, ClientSecurity
 
 from .codec import get_array, register_request, set_packed
 from .v1 import traffic_engineering_service_pb2 as pb

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import grpc
 
-from tellm.security.settings import PLAINTEXT, ClientSecurity
+from tellm.contract.security.settings import PLAINTEXT, ClientSecurity
 
 from .codec import applied_from_pb, policy_descriptions_from_pb
 from .policies import DEFAULT_TOPOLOGY, AppliedPolicy, Policy

@@ -98,7 +98,7 @@ class ModelRouter:
     def __init__(self, address: str, timeout_seconds: float = 1.0, retries: int = 1,
                  on_request: Callable[[float], None] | None = None, client=None, security=None):
         self.address = address
-        self.security = security  # tellm.security.settings.ClientSecurity (TLS, token); None: plaintext
+        self.security = security  # tellm.contract.security.settings.ClientSecurity (TLS, token); None: plaintext
         self.timeout_seconds = timeout_seconds
         self.retries = retries
         self.on_request = on_request  # client-side request duration (metrics)

@@ -26,8 +26,8 @@ from grpc_reflection.v1alpha import reflection
 
 from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from tellm.contract.vocabulary import MAX_MESSAGE_BYTES, TE_SERVICE_NAME
-from tellm.security.audit import AdminAudit
-from tellm.security.settings import ServerSecurity
+from tellm.contract.security.audit import AdminAudit
+from tellm.contract.security.settings import ServerSecurity
 
 from .metrics import ServiceMetrics
 from .modelfile import DEFAULT_MAX_MODEL_BYTES

@@ -22,7 +22,7 @@ from tellm.contract.policies import DEFAULT_POLICY, PolicyError, canonical_name,
 from tellm.contract.v1 import traffic_engineering_service_pb2 as pb
 from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from tellm.contract.vocabulary import POLICY_DIM
-from tellm.security.audit import AdminAudit
+from tellm.contract.security.audit import AdminAudit
 
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics

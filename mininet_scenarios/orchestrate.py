@@ -104,7 +104,7 @@ def wait_until(check: Callable[[], bool], timeout_seconds: float, what: str, ser
 def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | None = None,
                     timeout_seconds: float = 60.0, extra: list[str] | None = None, security=None) -> Service:
     """``extra``: more `tellm serve` flags (e.g. TLS and tokens); ``security``: the
-    tellm.security.settings.ClientSecurity the readiness probe connects with."""
+    tellm.contract.security.settings.ClientSecurity the readiness probe connects with."""
     argv = tellm_command() + ["serve", "--port", str(port), "--metrics-port", str(metrics_port),
                               "--provider", "cpu", "--ort-threads", "1", "--workers", "4"] + list(extra or [])
     if model is not None:

@@ -123,8 +123,8 @@ def active_policy_vector(topology_id: str = DEFAULT_TOPOLOGY, store: PolicyStore
 def make_servicer(store: PolicyStore, audit=None, limiter: ChangeLimiter | None = None):
     """The PolicyService servicer. SetPolicy is an admin call: size limits, parameter bounds and the
     per-topology rate limit (``limiter``) apply to every caller, and each call, accepted or refused,
-    goes to ``audit`` (tellm.security.audit.AdminAudit)."""
-    from tellm.security.audit import AdminAudit
+    goes to ``audit`` (tellm.contract.security.audit.AdminAudit)."""
+    from tellm.contract.security.audit import AdminAudit
 
     audit = audit or AdminAudit()
     limiter = limiter or ChangeLimiter()
@@ -168,11 +168,11 @@ def add_policy_service(server: grpc.Server, store: PolicyStore | None = None, au
 
 def serve(address: str = "127.0.0.1:50052", store: PolicyStore | None = None, max_workers: int = 4,
           security=None, audit=None, limiter: ChangeLimiter | None = None):
-    """Start a standalone PolicyService server (``security``: tellm.security.settings.ServerSecurity);
+    """Start a standalone PolicyService server (``security``: tellm.contract.security.settings.ServerSecurity);
     returns (server, bound port, store)."""
     from concurrent import futures
 
-    from tellm.security.settings import ServerSecurity
+    from tellm.contract.security.settings import ServerSecurity
 
     security = security or ServerSecurity()
     security.check_bind(address.rsplit(":", 1)[0])

@@ -91,7 +91,7 @@ class WhatIf:
     def __init__(self, topology: Topology | None = None, k: int = 4, inference_address: str | None = None,
                  inference_timeout_seconds: float = 2.0, security=None):
         self.topology = topology
-        self.security = security  # tellm.security.settings.ClientSecurity for the inference service
+        self.security = security  # tellm.contract.security.settings.ClientSecurity for the inference service
         self.k = k
         self.inference_address = inference_address
         self.inference_timeout_seconds = inference_timeout_seconds

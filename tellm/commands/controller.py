@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tellm.errors import CLIError
 
-from tellm.security.flags import add_client_args
+from tellm.contract.security.flags import add_client_args
 
 from .common import add_path_args, add_topology_args
 
@@ -108,8 +108,8 @@ def _config(args):
 
 def _router(args, metrics, num_nodes: int | None):
     from tellm.controller.routers import make_router
-    from tellm.security.flags import client_security
-    from tellm.security.tls import SecurityConfigError
+    from tellm.contract.security.flags import client_security
+    from tellm.contract.security.tls import SecurityConfigError
 
     metrics.set_router(args.router)
     try:

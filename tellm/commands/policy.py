@@ -10,7 +10,7 @@ import sys
 import threading
 
 from tellm.errors import CLIError
-from tellm.security.flags import add_client_args, add_server_args
+from tellm.contract.security.flags import add_client_args, add_server_args
 
 log = logging.getLogger("tellm.policy")
 
@@ -195,8 +195,8 @@ def _mcp(args) -> int:
 
 def _security(args):
     """ClientSecurity from the client flags (an operator error when a file is unusable)."""
-    from tellm.security.flags import client_security
-    from tellm.security.tls import SecurityConfigError
+    from tellm.contract.security.flags import client_security
+    from tellm.contract.security.tls import SecurityConfigError
 
     try:
         return client_security(args)
@@ -206,9 +206,9 @@ def _security(args):
 
 def _serve(args) -> int:
     from tellm.policy.service import PolicyStore, serve
-    from tellm.security.audit import AdminAudit
-    from tellm.security.flags import server_security
-    from tellm.security.tls import SecurityConfigError
+    from tellm.contract.security.audit import AdminAudit
+    from tellm.contract.security.flags import server_security
+    from tellm.contract.security.tls import SecurityConfigError
 
     try:
         security = server_security(args, args.listen.rsplit(":", 1)[0])

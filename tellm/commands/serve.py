@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tellm.security.flags import add_server_args
+    from tellm.contract.security.flags import add_server_args
 
     from tellm.inference.modelfile import DEFAULT_MAX_MODEL_BYTES
     from tellm.inference.topologies import DEFAULT_MAX_TOPOLOGY_BYTES
@@ -77,13 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_server(config, policy_state_file: str | Path | None = None, audit=None, policy_limit=None):
     """An InferenceServer (not started) for ``config`` that hosts PolicyService and routes requests
     without a policy by the policy store's active policy (kept in ``policy_state_file`` when given).
-    ``audit`` (tellm.security.audit.AdminAudit) records the admin calls of both services;
+    ``audit`` (tellm.contract.security.audit.AdminAudit) records the admin calls of both services;
     ``policy_limit`` (tellm.policy.admission.LimitConfig) is SetPolicy's rate limit."""
     from tellm.contract.vocabulary import POLICY_SERVICE_NAME
     from tellm.inference.server import HostedService, InferenceServer
     from tellm.policy.admission import ChangeLimiter, LimitConfig
     from tellm.policy.service import PolicyStore, add_policy_service
-    from tellm.security.audit import AdminAudit
+    from tellm.contract.security.audit import AdminAudit
 
     audit = audit or AdminAudit()
     limiter = ChangeLimiter(policy_limit or LimitConfig())
@@ -99,9 +99,9 @@ def run(args) -> int:
     from tellm.inference.server import ServerConfig, serve
     from tellm.inference.session import ModelError
     from tellm.policy.admission import LimitConfig
-    from tellm.security.audit import AdminAudit
-    from tellm.security.flags import server_security
-    from tellm.security.tls import SecurityConfigError
+    from tellm.contract.security.audit import AdminAudit
+    from tellm.contract.security.flags import server_security
+    from tellm.contract.security.tls import SecurityConfigError
 
     try:
         security = server_security(args, args.host)

@@ -70,8 +70,8 @@ def env(tmp_path_factory):
 
 
 def _client_security(secrets: Path, who: str):
-    from tellm.security.settings import ClientSecurity
-    from tellm.security.tls import ClientTLS
+    from tellm.contract.security.settings import ClientSecurity
+    from tellm.contract.security.tls import ClientTLS
 
     return ClientSecurity(ClientTLS(secrets / "ca.pem", secrets / f"{who}.pem", secrets / f"{who}.key"),
                           (secrets / f"{who}.token").read_text().strip())

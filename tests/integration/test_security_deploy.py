@@ -58,8 +58,8 @@ def test_secrets_work_with_tellm_serve(secrets, tmp_path):
     from ..security_support import Serve
 
     from tellm.contract.client import InferenceClient, InferenceError
-    from tellm.security.settings import ClientSecurity
-    from tellm.security.tls import ClientTLS
+    from tellm.contract.security.settings import ClientSecurity
+    from tellm.contract.security.tls import ClientTLS
 
     model, _ = model_under_test(tmp_path / "m")
     s = Serve(tmp_path, "--model", str(model), "--tls-cert", str(secrets / "inference.pem"), "--tls-key",

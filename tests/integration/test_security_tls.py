@@ -17,8 +17,8 @@ from ..security_support import Serve, make_pki
 from tellm.contract.client import InferenceClient, InferenceError
 from tellm.contract.policies import make_policy
 from tellm.contract.policy_client import PolicyClient, PolicyServiceError
-from tellm.security.settings import ClientSecurity
-from tellm.security.tls import ClientTLS
+from tellm.contract.security.settings import ClientSecurity
+from tellm.contract.security.tls import ClientTLS
 
 
 @pytest.fixture(scope="module")

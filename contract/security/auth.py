@@ -29,7 +29,7 @@ import grpc
 from .audit import CALLER, AdminAudit
 from .tls import SecurityConfigError
 
-log = logging.getLogger("tellm.security")
+log = logging.getLogger("tellm.contract.security")
 
 ROLES = ("route", "admin")
 #: Methods that change what the server does for everyone: the admin role only.
