@@ -7,6 +7,7 @@ is tested without switches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 from .counters import RateEstimator, counter_delta
 from .discovery import DiscoveredTopology, TopologyDiscovery
 from .failure import mask_split, path_alive
-from .groups import LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_state
+from .groups import _LABEL_BITS, LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_state, label_space_end
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
 from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
+from .repair import PathRepair, carry_by_label
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
@@ -76,7 +78,8 @@ class _FrozenGroups:
     topo: Topology
     paths: PathSet
     node_dpid: np.ndarray
-    label_base: int
+    labels: np.ndarray  # int64 [Np]: MPLS label of each path
+    origin: np.ndarray  # int64 [Np]: base path index, < 0 for a repair path
     weights: np.ndarray
     alive: np.ndarray
     gid_of: dict
@@ -102,7 +105,11 @@ class ControllerCore:
         self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
         self.plans_done = 0
         self.topo: Topology | None = None
+        #: The path set routed and installed: the topology's candidate paths plus repair paths
+        #: (controller/repair.py) for pairs whose candidates are all down.
         self.paths: PathSet | None = None
+        self.repair: PathRepair | None = None
+        self.path_labels = np.zeros(0, dtype=np.int64)
         self.node_dpid = np.zeros(0, dtype=np.int64)
         self.dpid_node: dict[int, int] = {}
         self.link_names: list[str] = []
@@ -128,6 +135,8 @@ class ControllerCore:
                  for p in (link_port, link_dst_port)]
         self.label_base = self._next_label_base(paths)
         self.topo, self.paths, self.node_dpid = topo, paths, dpids
+        self.repair = PathRepair(topo, paths, self.label_base, label_space_end(self.label_base))
+        self.path_labels = self.repair.labels
         self.dpid_node = {int(d): i for i, d in enumerate(dpids)}
         self.link_names = [topo.link_name(i) for i in range(L)]
         if self.topo is not None:
@@ -153,16 +162,41 @@ class ControllerCore:
     def _next_label_base(self, paths: PathSet) -> int:
         """Labels of a new path set: the label space the installed labels do not use, so that old
         groups keep valid labels until the planner deletes them (make-before-break across a rebuild)."""
-        if self.installed.state.label_keys.size == 0 or self.paths is None:
+        installed = self._installed_labels()
+        if installed.size == 0 or self.paths is None:
             return LABEL_BASE
         other = LABEL_ALT_BASE if self.label_base == LABEL_BASE else LABEL_BASE
-        old_lo, old_hi = self.label_base, self.label_base + self.paths.num_paths
+        old_lo, old_hi = int(installed.min()), int(installed.max()) + 1
         new_lo, new_hi = other, other + paths.num_paths
         if (new_hi <= old_lo or old_hi <= new_lo) and new_hi <= MAX_LABEL:
             return other
         log.warning("%d paths do not fit in the spare MPLS label space: labels are reused, packets in flight "
                     "during this update may be misdelivered", paths.num_paths)
         return LABEL_BASE
+
+    def _installed_labels(self) -> np.ndarray:
+        return self.installed.state.label_keys & ((1 << _LABEL_BITS) - 1)
+
+    # ------------------------------------------------------------------ repair
+    def _refresh_repairs(self, up: np.ndarray) -> None:
+        """Link state changed: give stranded pairs repair paths (or drop those no longer needed). The
+        routing and weights move to the new path set by label; a new repair path starts at weight 0 and
+        its pair, having no other live path, is split over it by the local renormalisation."""
+        if self.repair.current(up):  # the steady interval: one comparison
+            return
+        old_labels = self.path_labels
+        u = self.repair.update(up, self._installed_labels())
+        self.metrics.stranded_pairs.set(u.stranded.size)
+        self.metrics.repaired_pairs.set(self.repair.repaired.size)
+        if not u.changed:
+            return
+        self.paths, self.path_labels = self.repair.paths, self.repair.labels
+        if self.routing is not None:
+            self.routing = dataclasses.replace(self.routing,
+                                               split=carry_by_label(old_labels, self.routing.split, self.path_labels))
+        if self.weights is not None:
+            self.weights = carry_by_label(old_labels, self.weights, self.path_labels)
+        self.repair.log_update(u)
 
     # ------------------------------------------------------------------ discovery
     def link_up(self) -> np.ndarray:
@@ -361,6 +395,7 @@ class ControllerCore:
             return None
         tm = self.tm.snapshot(now).demand_bps
         up = self.link_up()
+        self._refresh_repairs(up)
         self._update_measurements(tm)
         changed = (self.routing is None or force or self._routed_link_up is None
                    or not np.array_equal(up, self._routed_link_up)
@@ -380,21 +415,25 @@ class ControllerCore:
 
     def failover_plan(self) -> Plan | None:
         """Link state changed: renormalise the installed routing locally (no router call)."""
+        if self.topo is None:
+            return None
+        up = self.link_up()
+        self._refresh_repairs(up)
         if self.routing is None:
             return None
-        return self._plan(self.routing.split, self.link_up())
+        return self._plan(self.routing.split, up)
 
     def _plan(self, split: np.ndarray, link_up: np.ndarray) -> Plan:
         masked = mask_split(self.paths, split, link_up)
         if masked.stranded_pairs.size and masked.stranded_pairs.size != self._last_stranded:
-            log.warning("%d pair(s) have no live candidate path (e.g. %s)", masked.stranded_pairs.size,
-                        self._pair_name(int(masked.stranded_pairs[0])))
+            log.warning("%d pair(s) have no live path and no surviving route (e.g. %s); they get no group",
+                        masked.stranded_pairs.size, self._pair_name(int(masked.stranded_pairs[0])))
         self._last_stranded = masked.stranded_pairs.size
         w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
         w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
-        desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port, self.label_base)
+        desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port, self.path_labels)
         desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
         return plan_update(self.installed, desired)
 
@@ -447,8 +486,8 @@ class ControllerCore:
         inst = self.installed
         gid_of = dict(zip(inst.state.group_keys.tolist(), inst.group_ids.tolist()))
         frozen = None if self.weights is None else _FrozenGroups(
-            topo, self.paths, self.node_dpid, self.label_base, self.weights, path_alive(self.paths, up), gid_of,
-            dict(self.realised))
+            topo, self.paths, self.node_dpid, self.path_labels, self.repair.origin, self.weights,
+            path_alive(self.paths, up), gid_of, dict(self.realised))
         r = self.routing
         demand = self.pair_demand_bps(tm)
         sp = shortest_path_split(topo, self.paths, topo.weight + 1e9 * (up <= 0.5))
@@ -467,6 +506,7 @@ class ControllerCore:
             "link_throughput_bps": dict(zip(self.link_names, thr.tolist())),
             "router": None if r is None else r.router,
             "routing_seconds": None if r is None else r.seconds,
+            "repair": self.repair.state_json(),
             "_groups": frozen,
         })
         return snap
@@ -490,7 +530,7 @@ class ControllerCore:
 
     @staticmethod
     def groups_json(frozen: _FrozenGroups | None) -> dict:
-        """{"s->d": [{path, label, weight, split, alive, realised}]} for the weights of one snapshot.
+        """{"s->d": [{path, label, repair, weight, split, alive, realised}]} for the weights of one snapshot.
 
         ``realised``: the share of the bucket's bytes in the last polling interval, read from the
         switch's group counters (None when the path has no bucket or the group carried nothing)."""
@@ -510,8 +550,8 @@ class ControllerCore:
                 shares = None  # counters of an older group layout
             bucket = {j: i for i, j in enumerate(active)}
             out[f"{topo.nodes[s]}->{topo.nodes[d]}"] = [
-                {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": j + frozen.label_base,
-                 "weight": int(weights[j]), "split": float(split[j]), "alive": bool(alive[j]),
+                {"path": [topo.nodes[n] for n in paths.path_nodes(topo, j)], "label": int(frozen.labels[j]),
+                 "repair": bool(frozen.origin[j] < 0), "weight": int(weights[j]), "split": float(split[j]), "alive": bool(alive[j]),
                  "realised": None if shares is None or j not in bucket else float(shares[bucket[j]])}
                 for j in range(a, b)]
         return out

@@ -120,9 +120,15 @@ def path_label(path_index):
     return np.asarray(path_index) + LABEL_BASE
 
 
+def label_space_end(label_base: int) -> int:
+    """One past the last label of the label space (half) that starts at ``label_base``."""
+    return LABEL_ALT_BASE if label_base < LABEL_ALT_BASE else MAX_LABEL + 1
+
+
 def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid: np.ndarray,
-                  link_port: np.ndarray, label_base: int = LABEL_BASE) -> DesiredState:
-    """Flows and groups for integer ``weights`` [Np] (vectorised); path j has label ``label_base + j``.
+                  link_port: np.ndarray, labels: int | np.ndarray = LABEL_BASE) -> DesiredState:
+    """Flows and groups for integer ``weights`` [Np] (vectorised); path j has label ``labels + j`` when
+    ``labels`` is an int (the label base), else ``labels[j]`` (int64 [Np], distinct).
 
     ``node_dpid`` [N]: datapath id of each node; ``link_port`` [L]: OpenFlow port of each link on its
     source switch (-1 = not discovered). A path with weight > 0 over an undiscovered port is an error:
@@ -133,8 +139,14 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     link_port = np.asarray(link_port, dtype=np.int64)
     if weights.shape != (paths.num_paths,):
         raise ValueError(f"weights has shape {weights.shape}, expected ({paths.num_paths},)")
-    if paths.num_paths + label_base > MAX_LABEL:
-        raise ValueError(f"{paths.num_paths} paths do not fit in 20-bit MPLS labels from {label_base}")
+    label_of = np.asarray(labels, dtype=np.int64)
+    if label_of.ndim == 0:
+        if paths.num_paths + int(label_of) > MAX_LABEL:
+            raise ValueError(f"{paths.num_paths} paths do not fit in 20-bit MPLS labels from {int(label_of)}")
+        label_of = int(label_of) + np.arange(paths.num_paths, dtype=np.int64)
+    elif label_of.shape != (paths.num_paths,) or (label_of.size and label_of.max() > MAX_LABEL):
+        raise ValueError(f"labels has shape {label_of.shape} (max {label_of.max(initial=0)}), expected "
+                         f"({paths.num_paths},) within 20 bits")
     # Work on the link entries of active paths only (most paths carry nothing under LP/ECMP routing).
     act = np.flatnonzero(weights > 0)
     hops = paths.path_hops[act]
@@ -150,8 +162,8 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     last = np.cumsum(hops) - 1
     # Transit hops (every link of an active path after the first) and the egress pop.
     t = ~first
-    keys = np.concatenate([label_key(node_dpid[topo.src[links[t]]], entry_path[t] + label_base),
-                           label_key(node_dpid[topo.dst[links[last]]], act + label_base)])
+    keys = np.concatenate([label_key(node_dpid[topo.src[links[t]]], label_of[entry_path[t]]),
+                           label_key(node_dpid[topo.dst[links[last]]], label_of[act])])
     ports = np.concatenate([link_port[links[t]], np.full(act.size, POP, dtype=np.int64)])
     order = np.argsort(keys)  # keys are unique: no stable sort needed (3x faster)
     keys, ports = keys[order], ports[order]
@@ -164,4 +176,4 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     gk, grows = gk[order], act[order]
     uniq, start = np.unique(gk, return_index=True)
     return DesiredState(keys, ports, uniq, np.concatenate([start, [gk.size]]).astype(np.int64),
-                        grows + label_base, link_port[paths.path_links[paths.path_ptr[grows]]], weights[grows])
+                        label_of[grows], link_port[paths.path_links[paths.path_ptr[grows]]], weights[grows])

@@ -33,6 +33,10 @@ class Metrics:
         self.shortest_path_mlu = Gauge("tellm_shortest_path_mlu_ratio",
                                        "MLU shortest-path routing would have on the measured traffic matrix",
                                        registry=r)
+        self.stranded_pairs = Gauge("tellm_stranded_pairs",
+                                    "Pairs none of whose candidate paths is up (before repair)", registry=r)
+        self.repaired_pairs = Gauge("tellm_repaired_pairs",
+                                    "Stranded pairs routed over a repair path (shortest surviving path)", registry=r)
         self._router: str | None = None
 
     def set_links(self, names: list[str], utilization, throughput_bps) -> None:

@@ -103,7 +103,9 @@ class ModelRouter:
         self.on_request = on_request  # client-side request duration (metrics)
         self._client = client
         self._handle = None
-        self._handle_key: tuple[str, int] | None = None
+        #: What the handle was registered for: (topology hash, the PathSet object). The path set
+        #: changes without the topology when repair paths come and go; it is re-registered then.
+        self._handle_key: tuple[str, PathSet] | None = None
 
     def _get_client(self):
         if self._client is None:
@@ -118,10 +120,10 @@ class ModelRouter:
         t0 = time.perf_counter()
         client = self._get_client()
         try:
-            key = (inp.topo.content_hash, id(inp.paths))
-            if self._handle is None or self._handle_key != key:
+            key = self._handle_key
+            if self._handle is None or key is None or key[0] != inp.topo.content_hash or key[1] is not inp.paths:
                 self._handle = client.register_topology(inp.topo, inp.paths)
-                self._handle_key = key
+                self._handle_key = (inp.topo.content_hash, inp.paths)
             reply = client.route(self._handle, np.asarray(inp.demand_bps, dtype=np.float64),
                                  link_up=np.asarray(inp.link_up, dtype=np.float64))
         except Exception as exc:
@@ -150,7 +152,8 @@ class FallbackRouter:
         self.keep_last_seconds = keep_last_seconds
         self.slow_seconds = slow_seconds
         self.on_fallback = on_fallback
-        self._last_good: tuple[float, np.ndarray, Routing] | None = None
+        #: (time, link state, path set, routing): reused only for the same link state and path set
+        self._last_good: tuple[float, np.ndarray, PathSet, Routing] | None = None
         self._mode: str | None = None  # how the last interval was routed (for log de-duplication)
 
     def _secondary_for(self, num_nodes: int) -> Router:
@@ -174,7 +177,7 @@ class FallbackRouter:
                 # Still usable (it is the answer for this TM), but say so: the loop ran late.
                 log.warning("router %s took %.3f s (> %.3f s)", self.primary.name, r.seconds, self.slow_seconds)
                 self._count("slow")
-            self._last_good = (time.monotonic(), np.asarray(inp.link_up).copy(), r)
+            self._last_good = (time.monotonic(), np.asarray(inp.link_up).copy(), inp.paths, r)
             self._say(self.primary.name, "router %s answers again", self.primary.name)
             return r
         except RouterFailure as exc:
@@ -182,8 +185,9 @@ class FallbackRouter:
         self._count(reason)
         # Warn when the way we route changes; repeats of the same fallback go to debug (one per interval).
         if self._last_good is not None:
-            when, link_up, r = self._last_good
-            if time.monotonic() - when <= self.keep_last_seconds and np.array_equal(link_up, inp.link_up):
+            when, link_up, paths, r = self._last_good
+            if (time.monotonic() - when <= self.keep_last_seconds and np.array_equal(link_up, inp.link_up)
+                    and paths is inp.paths):
                 self._say("last-good", "%s; keeping the last good routing from %.1f s ago", message,
                           time.monotonic() - when)
                 return Routing(r.split, f"{r.router}:last-good",

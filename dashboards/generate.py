@@ -225,6 +225,13 @@ NETWORK = Dashboard(
             graph("Traffic matrix volume", "Sum of the estimated traffic matrix over time.",
                   q(f"tellm_traffic_matrix_total_bits_per_second{{{CONTROLLER}}}", "total demand"),
                   unit="bps", width=24, min_val=0),
+            graph("Stranded and repaired pairs",
+                  "Pairs whose candidate paths are all down under the current link state, and those of them "
+                  "routed over a repair path (the shortest surviving path). A gap between the two lines is "
+                  "pairs with no path at all: the network is partitioned.",
+                  q(f"tellm_stranded_pairs{{{CONTROLLER}}}", "stranded (no live candidate path)"),
+                  q(f"tellm_repaired_pairs{{{CONTROLLER}}}", "repaired (on a repair path)"),
+                  unit="short", width=24, min_val=0),
         ]),
         ("Links", lambda: [
             bars("Top 10 links by utilisation", "The ten most utilised directed links now.",
