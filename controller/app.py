@@ -29,18 +29,13 @@ from os_ken.ofproto import ether, ofproto_v1_5, ofproto_v1_5_parser
 from . import ofmsgs
 from .core import ControllerCore, subnet_dpid
 from .discovery import port_speed_bps
-from .planner import OpKind, Plan
+from .ofsend import PlanSender, SendLimits
+from .planner import Plan
 
 log = logging.getLogger("tellm.controller")
 
 #: Filled by tellm.controller.runner before os-ken instantiates the app (os-ken builds apps itself).
 RUNTIME: dict = {}
-BARRIER_TIMEOUT_SECONDS = 2.0
-#: A packet classified to an old group just before the move can still be inside the datapath
-#: (dp_hash recirculates it through the group once more, and cached datapath flows refer to it);
-#: deleting the old group under it drops it. Old groups and labels go only after this drain.
-OLD_STATE_DRAIN_SECONDS = 0.5
-_DRAINED_KINDS = frozenset({OpKind.DELETE_GROUP, OpKind.DELETE_LABEL})
 LLDP_PERIOD_SECONDS = 5.0
 #: Realised splits are read from group counters only on networks this small (one group per pair).
 GROUP_STATS_MAX_NODES = 60
@@ -75,6 +70,9 @@ class TellmController(app_manager.OSKenApp):
         self._builder: threading.Thread | None = None  # discovery: computing candidate paths
         self._built: tuple | None = None  # discovery: (DiscoveredTopology, PathSet) ready to install
         self._threads: list = []
+        cfg = self.core.config
+        self.sender = PlanSender(self._send_barrier, SendLimits(cfg.of_window_messages,
+                                                                cfg.of_max_messages_per_second))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -408,38 +406,32 @@ class TellmController(app_manager.OSKenApp):
         self.core.metrics.loop_duration.observe(time.perf_counter() - t0)
         return plan
 
+    def _send_barrier(self, dp, reply: threading.Event) -> None:
+        """A barrier request whose reply (on the event thread, see _barrier) sets ``reply``."""
+        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(barrier)
+        self._barriers[(dp.id, barrier.xid)] = reply
+        dp.send_msg(barrier)
+
     def _execute(self, plan: Plan) -> None:
-        """Send the plan phase by phase; each phase ends with a barrier on every switch it touched."""
+        """Send the plan round by round (ofsend: bulk-encoded, a barrier per chunk and round, per-switch
+        window and rate limit); say so when it cannot be, or was not, sent within one interval."""
         self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
-        log.info("update: %d operations in %d phases, %d groups", len(plan.ops), len(plan.phases), plan.group_updates)
+        bound = self.sender.estimate_seconds(plan)
+        log.info("update: %d operations in %d phases, %d groups", plan.num_ops, len(plan.steps), plan.group_updates)
+        if bound > self.poll:
+            log.warning("this interval's plan cannot be sent within the %.3g s poll interval: %d operations need "
+                        "at least %.2f s at the limit of %.0f OpenFlow messages/s per switch; routing lags until "
+                        "it is installed", self.poll, plan.num_ops, bound, self.sender.limits.max_messages_per_second)
         try:
-            self._execute_phases(plan)
+            with self.lock:
+                datapaths = dict(self.datapaths)
+            report = self.sender.send(plan, datapaths, self._stop)
         finally:
             self.core.plans_done += 1
-
-    def _execute_phases(self, plan: Plan) -> None:
-        drained = False
-        for phase in plan.phases:
-            if not drained and all(op.kind in _DRAINED_KINDS for op in phase):
-                time.sleep(OLD_STATE_DRAIN_SECONDS)
-                drained = True
-            by_dp: dict[int, list] = defaultdict(list)
-            for op in phase:
-                by_dp[op.dpid].append(op)
-            waits = []
-            for dpid, ops in by_dp.items():
-                dp = self.datapaths.get(dpid)
-                if dp is None:
-                    continue
-                for op in ops:
-                    dp.send_msg(ofmsgs.op_message(dp, op))
-                barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-                dp.set_xid(barrier)
-                ev = threading.Event()
-                self._barriers[(dpid, barrier.xid)] = ev
-                dp.send_msg(barrier)
-                waits.append((dpid, ev))
-            for dpid, ev in waits:
-                # The reply comes on the event thread; _barrier takes no lock, and we hold none here.
-                if not ev.wait(BARRIER_TIMEOUT_SECONDS):
-                    log.warning("no barrier reply from dpid=%d within %.1f s", dpid, BARRIER_TIMEOUT_SECONDS)
+        self.core.metrics.openflow_messages.inc(report.messages)
+        self.core.metrics.openflow_bytes.inc(report.bytes)
+        if report.seconds > self.poll:
+            log.warning("sending this interval's plan took %.2f s, longer than the %.3g s poll interval (%d messages, "
+                        "%d bytes, %d barrier rounds)", report.seconds, self.poll, report.messages, report.bytes,
+                        report.rounds)

@@ -19,15 +19,23 @@ from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 from .counters import RateEstimator, counter_delta
 from .discovery import DiscoveredTopology, TopologyDiscovery
 from .failure import mask_split, path_alive
-from .groups import _LABEL_BITS, LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_state, label_space_end
+from .groups import _LABEL_BITS, LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, ForwardingCache, label_space_end
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
 from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
 from .repair import PathRepair, carry_by_label
+from .rules import candidate_bound, switch_rules
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
 log = logging.getLogger(__name__)
+
+
+#: Per-switch OpenFlow flow control defaults: a window of unconfirmed messages and a rate cap. OVS
+#: applies a few tens of thousands of flow mods per second; the cap keeps a big plan from queueing
+#: more than that in a switch's connection.
+DEFAULT_OF_WINDOW_MESSAGES = 4096
+DEFAULT_OF_MAX_MESSAGES_PER_SECOND = 50_000.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,10 @@ class ControllerConfig:
     total_weight: int = DEFAULT_TOTAL_WEIGHT
     #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
     weight_deadband: int = 0
+    #: OpenFlow messages per switch sent but not yet confirmed by a barrier (ofsend.SendLimits).
+    of_window_messages: int = DEFAULT_OF_WINDOW_MESSAGES
+    #: OpenFlow messages per second per switch; 0 = no cap.
+    of_max_messages_per_second: float = DEFAULT_OF_MAX_MESSAGES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,8 @@ class ControllerCore:
         self._bucket_bytes: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
         self.realised: dict[tuple[int, int], np.ndarray] = {}
         self._last_stranded = 0
+        self._forwarding = ForwardingCache()  # label/group layout of the active paths, reused while it holds
+        self._bound: tuple | None = None  # (path set, candidate_bound of it)
 
     def _next_label_base(self, paths: PathSet) -> int:
         """Labels of a new path set: the label space the installed labels do not use, so that old
@@ -433,8 +447,8 @@ class ControllerCore:
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
         w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
-        desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port, self.path_labels)
-        desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
+        desired = self._forwarding.desired(self.topo, self.paths, w, self.node_dpid, self.disc.link_port,
+                                           self.path_labels, np.fromiter(self.disc.connected, dtype=np.int64))
         return plan_update(self.installed, desired)
 
     def commit(self, plan: Plan) -> None:
@@ -507,9 +521,21 @@ class ControllerCore:
             "router": None if r is None else r.router,
             "routing_seconds": None if r is None else r.seconds,
             "repair": self.repair.state_json(),
+            "forwarding": self.forwarding_json(),
             "_groups": frozen,
         })
         return snap
+
+    def forwarding_json(self) -> dict:
+        """Flow rules and groups per switch, installed and bound (controller/rules.py); sets the metrics."""
+        if self._bound is None or self._bound[0] is not self.paths:
+            self._bound = (self.paths, candidate_bound(self.topo, self.paths))
+        r = switch_rules(self.installed.state, self.node_dpid,
+                         np.array([h.dpid for h in self.hosts.values()], dtype=np.int64), self._bound[1])
+        self.metrics.switch_rules_max.set(int(r.rules.max(initial=0)))
+        self.metrics.switch_rules_bound.set(int(r.bound.max(initial=0)))
+        return {**r.json(self.node_dpid), "active_paths": int(np.count_nonzero(self.weights))
+                if self.weights is not None else 0, "candidate_paths": self.paths.num_paths}
 
     def _discovery_json(self) -> dict:
         d = self.discovery

@@ -37,6 +37,16 @@ class Metrics:
                                     "Pairs none of whose candidate paths is up (before repair)", registry=r)
         self.repaired_pairs = Gauge("tellm_repaired_pairs",
                                     "Stranded pairs routed over a repair path (shortest surviving path)", registry=r)
+        self.openflow_messages = Counter("tellm_openflow_messages_total",
+                                         "OpenFlow messages of update plans sent to switches", registry=r)
+        self.openflow_bytes = Counter("tellm_openflow_bytes_total",
+                                      "Bytes of OpenFlow update-plan messages sent to switches", registry=r)
+        self.switch_rules_max = Gauge("tellm_switch_rules_max",
+                                      "Flow rules plus groups installed on the switch that holds the most",
+                                      registry=r)
+        self.switch_rules_bound = Gauge("tellm_switch_rules_bound",
+                                        "Most flow rules plus groups any routing of the candidate paths needs on "
+                                        "one switch", registry=r)
         self._router: str | None = None
 
     def set_links(self, names: list[str], utilization, throughput_bps) -> None:
