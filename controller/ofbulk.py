@@ -5,9 +5,9 @@ Encoding a message through os-ken's parser objects costs tens of microseconds; a
 by os-ken from ``ofmsgs.op_message`` (so the message layout lives there only), and the positions of
 its variable fields, found by serialising the template with two different values of each field and
 comparing the bytes. A batch is then the template repeated and its fields written column-wise.
-ADD_GROUP messages have a variable number of buckets: head, bucket and tail templates are laid out
-at computed offsets. The result is one byte array per batch plus the offset of each message, rows in
-switch order, which the glue slices per switch and sends without building a Python object per rule.
+ADD_GROUP messages have a template per bucket count. The result is a few blocks of equal-size
+messages per batch, rows in switch order, which the glue slices per switch and sends without building
+a Python object per rule.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ from .planner import Op, OpBatch, OpKind
 
 _DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser)  # serialising needs only these
 _XID_AT = 4  # OpenFlow header: version u8, type u8, length u16, xid u32
-_LENGTH_AT = 2
-_GROUP_HEAD = 24  # ofp_group_mod up to its buckets
-_BUCKET_ARRAY_LEN_AT = 16
-_BUCKET_ID_AT = 4  # ofp_bucket: len u16, action_array_len u16, bucket_id u32
 #: Two values per field whose big-endian bytes differ in every byte the field can use.
 _PROBES = {"label": (1, 0xFFFFE), "port": (1, 0xFFFFFFFE), "group_id": (1, 0xFFFFFFFE),
            "dest_dpid": (1, 0xFFFE), "weight": (1, 0xFFFE)}
@@ -87,35 +83,21 @@ def _fixed(kind: OpKind, pop: bool = False) -> _Template:
     raise ValueError(f"{kind} has no fixed-size template")
 
 
-@dataclass(frozen=True)
-class _GroupTemplate:
-    head: _Template
-    bucket: _Template
-    tail: np.ndarray
-
-
 @lru_cache(maxsize=None)
-def _group() -> _GroupTemplate:
-    def one(group_id=1, label=1, port=1, weight=1, n=1):
-        return Op(OpKind.ADD_GROUP, 1, group_id=group_id, dest_dpid=1, buckets=(Bucket(label, port, weight),) * n)
+def _group(buckets: int) -> _Template:
+    """ADD_GROUP with ``buckets`` buckets; each bucket field has one run per bucket, in bucket order."""
+    def make(group_id, label, port, weight):
+        return Op(OpKind.ADD_GROUP, 1, group_id=group_id, dest_dpid=1, buckets=(Bucket(label, port, weight),) * buckets)
 
-    m1, m2 = _bytes(one()), _bytes(one(n=2))
-    size = m2.size - m1.size
-    head = _template(lambda group_id: one(group_id=group_id), ("group_id",))
-    bucket = _template(lambda label, port, weight: one(label=label, port=port, weight=weight),
-                       ("label", "port", "weight"))
-    shift = {n: tuple((o - _GROUP_HEAD, w) for o, w in runs) for n, runs in bucket.fields.items()}
-    if any(not 0 <= o < size for runs in shift.values() for o, _ in runs):
-        raise AssertionError("a bucket field lies outside the bucket")
-    return _GroupTemplate(_Template(m1[:_GROUP_HEAD], head.fields),
-                          _Template(m1[_GROUP_HEAD:_GROUP_HEAD + size], shift), m1[_GROUP_HEAD + size:])
+    t = _template(make, ("group_id", "label", "port", "weight"))
+    if any(len(t.fields[f]) != buckets for f in ("label", "port", "weight")):
+        raise AssertionError("a bucket field does not appear once per bucket in the group template")
+    return t
 
 
-def _put(out: np.ndarray, at: np.ndarray, width: int, values: np.ndarray) -> None:
-    """Write ``values`` big-endian, ``width`` bytes each, at byte offsets ``at`` of ``out``."""
-    values = np.asarray(values, dtype=np.uint64)
-    shifts = (8 * np.arange(width - 1, -1, -1)).astype(np.uint64)
-    out[at[:, None] + np.arange(width)] = ((values[:, None] >> shifts) & np.uint64(0xFF)).astype(np.uint8)
+def _be(values: np.ndarray, width: int) -> np.ndarray:
+    """uint8 [n, width]: ``values`` big-endian."""
+    return np.asarray(values, dtype=">u8").view(np.uint8).reshape(-1, 8)[:, 8 - width:]
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,85 +128,57 @@ class Encoded:
         return self.data[self.offsets[first]:self.offsets[end]].tobytes()
 
 
-def _fill_fixed(t: _Template, n: int, columns: dict[str, np.ndarray]) -> np.ndarray:
-    """n copies of a fixed-size template with their fields written."""
-    size = t.data.size
-    block = np.tile(t.data, n)
-    starts = np.arange(n, dtype=np.int64) * size
+def _encoded(t: _Template, dpid: np.ndarray, columns: dict[str, list[np.ndarray]], xids: np.ndarray) -> Encoded:
+    """Messages of template t, one per row; ``columns[field][r]`` holds the values of the field's r-th
+    run (one array serves every run when the list has one entry)."""
+    n = int(dpid.size)
+    block = np.empty((n, t.data.size), dtype=np.uint8)
+    block[:] = t.data
     for name, runs in t.fields.items():
-        for off, width in runs:
-            _put(block, starts + off, width, columns[name])
-    return block
+        cols = columns[name]
+        for r, (off, width) in enumerate(runs):
+            block[:, off:off + width] = _be(cols[r if len(cols) > 1 else 0], width)
+    block[:, _XID_AT:_XID_AT + 4] = _be(xids & 0xFFFFFFFF, 4)
+    return Encoded(dpid, np.arange(n + 1, dtype=np.int64) * t.data.size, block.reshape(-1))
 
 
-def encode(batch: OpBatch, xid_base: int = 0) -> Encoded:
-    """The OpenFlow bytes of every operation of ``batch`` (xids ``xid_base + i``)."""
+def encode(batch: OpBatch, xid_base: int = 0) -> list[Encoded]:
+    """The OpenFlow bytes of every operation of ``batch`` (row i gets xid ``xid_base + i``), as blocks of
+    equal-size messages, each in switch order. A switch gets its messages block after block: the order
+    among one kind's messages on one switch does not matter (nothing in a phase depends on another
+    message of the phase). Label rules split into transit and egress (pop) blocks, groups into one
+    block per bucket count."""
     n = len(batch)
     if n and np.any(np.diff(batch.dpid) < 0):
         raise ValueError("batch rows must be sorted by switch")
+    xid = xid_base + np.arange(n, dtype=np.int64)
+    blocks = []
     if batch.kind is OpKind.ADD_GROUP:
-        data, offsets = _encode_groups(batch)
+        nb = np.diff(batch.bucket_ptr)
+        for c in np.unique(nb).tolist():
+            rows = np.flatnonzero(nb == c)
+            first = batch.bucket_ptr[rows]
+            cols = {"group_id": [batch.group_id[rows]]}
+            for f, col in (("label", batch.bucket_label), ("port", batch.bucket_port), ("weight", batch.bucket_weight)):
+                cols[f] = [col[first + j] for j in range(c)]
+            blocks.append(_encoded(_group(c), batch.dpid[rows], cols, xid[rows]))
     elif batch.kind in (OpKind.ADD_LABEL, OpKind.MODIFY_LABEL):
-        data, offsets = _encode_labels(batch)
-    else:
+        pop = batch.port == POP
+        for is_pop in (False, True):
+            rows = np.flatnonzero(pop == is_pop)
+            if rows.size:
+                blocks.append(_encoded(_fixed(batch.kind, is_pop), batch.dpid[rows],
+                                       {"label": [batch.label[rows]], "port": [batch.port[rows]]}, xid[rows]))
+    elif n:
         t = _fixed(batch.kind)
-        cols = {name: batch.column(name) for name in t.fields}
-        data = _fill_fixed(t, n, cols)
-        offsets = np.arange(n + 1, dtype=np.int64) * t.data.size
-    if n:
-        _put(data, offsets[:-1] + _XID_AT, 4, (xid_base + np.arange(n, dtype=np.int64)) & 0xFFFFFFFF)
-    return Encoded(batch.dpid, offsets, data)
-
-
-def _encode_labels(batch: OpBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Transit (output) and egress (pop) label rules differ in size: lay both out in row order."""
-    pop = batch.port == POP
-    t_out, t_pop = _fixed(batch.kind, False), _fixed(batch.kind, True)
-    size = np.where(pop, t_pop.data.size, t_out.data.size)
-    offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
-    data = np.empty(int(offsets[-1]), dtype=np.uint8)
-    for t, sel in ((t_out, ~pop), (t_pop, pop)):
-        idx = np.flatnonzero(sel)
-        if idx.size == 0:
-            continue
-        block = _fill_fixed(t, idx.size, {"label": batch.label[idx], "port": batch.port[idx]})
-        data[(offsets[idx][:, None] + np.arange(t.data.size)).ravel()] = block
-    return data, offsets
-
-
-def _encode_groups(batch: OpBatch) -> tuple[np.ndarray, np.ndarray]:
-    g = _group()
-    n = len(batch)
-    nb = np.diff(batch.bucket_ptr)
-    hsize, bsize, tsize = g.head.data.size, g.bucket.data.size, g.tail.size
-    size = hsize + nb * bsize + tsize
-    offsets = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
-    data = np.empty(int(offsets[-1]), dtype=np.uint8)
-    starts = offsets[:-1]
-    data[(starts[:, None] + np.arange(hsize)).ravel()] = np.tile(g.head.data, n)
-    for off, width in g.head.fields["group_id"]:
-        _put(data, starts + off, width, batch.group_id)
-    _put(data, starts + _LENGTH_AT, 2, size)
-    _put(data, starts + _BUCKET_ARRAY_LEN_AT, 2, nb * bsize)
-    # Buckets: row r of message i sits at start_i + head + (r - bucket_ptr[i]) * bucket size.
-    owner = np.repeat(np.arange(n), nb)
-    k = np.arange(nb.sum()) - batch.bucket_ptr[owner]
-    bstart = starts[owner] + hsize + k * bsize
-    data[(bstart[:, None] + np.arange(bsize)).ravel()] = np.tile(g.bucket.data, k.size)
-    _put(data, bstart + _BUCKET_ID_AT, 4, k)
-    cols = {"label": batch.bucket_label, "port": batch.bucket_port, "weight": batch.bucket_weight}
-    for name, runs in g.bucket.fields.items():
-        for off, width in runs:
-            _put(data, bstart + off, width, cols[name])
-    tstart = starts + hsize + nb * bsize
-    data[(tstart[:, None] + np.arange(tsize)).ravel()] = np.tile(g.tail, n)
-    return data, offsets
+        blocks.append(_encoded(t, batch.dpid, {name: [batch.column(name)] for name in t.fields}, xid))
+    return blocks
 
 
 def encode_plan_round(batches: list[OpBatch], xid_base: int = 0) -> list[Encoded]:
-    """Every batch of one barrier round, xids consecutive across them."""
+    """Every batch of one barrier round, xid ranges consecutive across batches."""
     out, xid = [], xid_base
     for b in batches:
-        out.append(encode(b, xid))
+        out.extend(encode(b, xid))
         xid += len(b)
     return out

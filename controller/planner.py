@@ -165,7 +165,7 @@ class Plan:
         out: dict[int, list[OpBatch]] = {}
         for phase, batches in self.steps:
             out.setdefault(BARRIER_ROUND[phase], []).extend(batches)
-        return sorted(out.items())
+        return sorted(out.items(), key=lambda kv: kv[0])
 
     # Op views (tests, logs): built on first use only.
     @cached_property
@@ -211,6 +211,11 @@ def _label_diff(old: DesiredState, new: DesiredState) -> tuple[np.ndarray, np.nd
 
 def _group_rows_same(old: DesiredState, new: DesiredState, cand: np.ndarray, old_pos: np.ndarray) -> np.ndarray:
     """bool [cand]: new group cand[i] has exactly the bucket rows of old group old_pos[i]."""
+    if new.group_keys is old.group_keys and new.group_ptr is old.group_ptr and cand.size == old.group_keys.size:
+        # The same layout (groups.ForwardingCache): rows align, only the weights can differ.
+        moved = np.add.reduceat((new.bucket_weight != old.bucket_weight).astype(np.int64), new.group_ptr[:-1]) \
+            if new.bucket_weight.size else np.zeros(cand.size, dtype=np.int64)
+        return moved == 0
     n_new = np.diff(new.group_ptr)
     r_new = _ranges(new.group_ptr, cand)
     r_old = _ranges(old.group_ptr, old_pos)
