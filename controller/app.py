@@ -168,13 +168,13 @@ class TellmController(app_manager.OSKenApp):
         self._force.set()
         self._wake.set()
 
-    def _failover(self):
+    def _failover(self, defer_deletes: bool = False):
         with self.lock:
             self._failover_pending = False
             plan = self.core.failover_plan()
         if plan is not None and plan.phases:
             log.warning("link state changed: renormalising the installed split locally")
-            self._execute(plan)
+            self._execute(plan, defer_deletes)
             with self.lock:
                 self.core.commit(plan)
                 self.core.snapshot = self.core.make_snapshot()
@@ -317,9 +317,11 @@ class TellmController(app_manager.OSKenApp):
             try:
                 self._do_resync()
                 if self._failover_pending:
-                    self._failover()
+                    self._failover(defer_deletes=True)
                 if self._built is not None:  # discovery: new paths are ready; install and route now
                     next_tick = min(next_tick, time.monotonic())
+                if self.sender.pending_deletes:  # old state of the last plan, once its drain has passed
+                    self._flush_deletes()
                 if time.monotonic() >= next_tick:
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
@@ -327,12 +329,13 @@ class TellmController(app_manager.OSKenApp):
                         break
                     self._do_resync()
                     self._discover()
-                    self.tick()
+                    self.tick(defer_deletes=True)
                     next_tick = max(next_tick + self.poll, time.monotonic())
             except Exception:
                 log.exception("control loop iteration failed; keeping the installed routing")
                 next_tick = time.monotonic() + self.poll
-            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            due = self.sender.deletes_due
+            self._wake.wait(max(0.0, min(next_tick, due if due is not None else next_tick) - time.monotonic()))
             self._wake.clear()
 
     def _request_stats(self):
@@ -383,8 +386,9 @@ class TellmController(app_manager.OSKenApp):
             self._built = (cand, paths)
         self._wake.set()
 
-    def tick(self) -> Plan | None:
-        """One control interval: estimate, route, plan, execute (called on the control loop thread)."""
+    def tick(self, defer_deletes: bool = False) -> Plan | None:
+        """One control interval: estimate, route, plan, execute (called on the control loop thread, which
+        defers the rounds that delete old state: see _execute)."""
         t0 = time.perf_counter()
         now = time.time()
         force = self._force.is_set()
@@ -397,7 +401,7 @@ class TellmController(app_manager.OSKenApp):
             with self.lock:
                 plan = self.core.apply_routing(routing, inp, now)
             if plan.phases:
-                self._execute(plan)
+                self._execute(plan, defer_deletes)
             with self.lock:
                 self.core.commit(plan)
         with self.lock:
@@ -406,6 +410,13 @@ class TellmController(app_manager.OSKenApp):
         self.core.metrics.loop_duration.observe(time.perf_counter() - t0)
         return plan
 
+    def _flush_deletes(self) -> None:
+        with self.lock:
+            datapaths = dict(self.datapaths)
+        report = self.sender.flush(datapaths, self._stop)
+        self.core.metrics.openflow_messages.inc(report.messages)
+        self.core.metrics.openflow_bytes.inc(report.bytes)
+
     def _send_barrier(self, dp, reply: threading.Event) -> None:
         """A barrier request whose reply (on the event thread, see _barrier) sets ``reply``."""
         barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
@@ -413,9 +424,12 @@ class TellmController(app_manager.OSKenApp):
         self._barriers[(dp.id, barrier.xid)] = reply
         dp.send_msg(barrier)
 
-    def _execute(self, plan: Plan) -> None:
+    def _execute(self, plan: Plan, defer_deletes: bool = False) -> None:
         """Send the plan round by round (ofsend: bulk-encoded, a barrier per chunk and round, per-switch
-        window and rate limit); say so when it cannot be, or was not, sent within one interval."""
+        window and rate limit); say so when it cannot be, or was not, sent within one interval. With
+        ``defer_deletes`` the rounds that delete old state go once their drain has passed (the control
+        loop flushes them, and any later plan sends them first), so the drain does not lengthen the
+        interval."""
         self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
         bound = self.sender.estimate_seconds(plan)
         log.info("update: %d operations in %d phases, %d groups", plan.num_ops, len(plan.steps), plan.group_updates)
@@ -426,7 +440,7 @@ class TellmController(app_manager.OSKenApp):
         try:
             with self.lock:
                 datapaths = dict(self.datapaths)
-            report = self.sender.send(plan, datapaths, self._stop)
+            report = self.sender.send(plan, datapaths, self._stop, defer_deletes)
         finally:
             self.core.plans_done += 1
         self.core.metrics.openflow_messages.inc(report.messages)

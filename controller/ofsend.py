@@ -86,6 +86,7 @@ class PlanSender:
         self.barrier, self.limits = barrier, limits
         self._xid = 1 << 30  # bulk message xids (barriers use the datapath's own counter)
         self._progress = threading.Event()
+        self._deferred: tuple[float, list] | None = None  # (not before, delete rounds) of the last plan
 
     def _next_xids(self, n: int) -> int:
         base = self._xid
@@ -100,17 +101,55 @@ class PlanSender:
         dpids = np.concatenate([b.dpid for _, batches in plan.steps for b in batches])
         return float(np.bincount(np.unique(dpids, return_inverse=True)[1]).max()) / rate
 
-    def send(self, plan: Plan, datapaths: dict[int, object], stop: threading.Event | None = None) -> SendReport:
+    def send(self, plan: Plan, datapaths: dict[int, object], stop: threading.Event | None = None,
+             defer_deletes: bool = False) -> SendReport:
+        """Send the plan round by round. With ``defer_deletes`` the rounds that remove old state are
+        kept (``pending_deletes``) instead of waiting out the drain here: ``flush`` sends them once
+        the drain has passed, and every later send flushes first, so they always precede the next
+        plan's messages (which may re-add a label or group id they delete)."""
         report = SendReport()
         t0 = time.perf_counter()
-        for rnd, batches in plan.rounds():
-            if rnd >= FIRST_DELETE_ROUND and report.rounds and (stop or threading.Event()).wait(OLD_STATE_DRAIN_SECONDS):
-                break
-            encoded = ofbulk.encode_plan_round(batches, self._next_xids(sum(len(b) for b in batches)))
-            self._send_round(encoded, datapaths, report)
-            report.rounds += 1
+        self.flush(datapaths, stop, report)
+        rounds = plan.rounds()
+        for i, (rnd, batches) in enumerate(rounds):
+            if rnd >= FIRST_DELETE_ROUND and report.rounds:
+                if defer_deletes:
+                    self._deferred = (time.monotonic() + OLD_STATE_DRAIN_SECONDS, rounds[i:])
+                    break
+                if (stop or threading.Event()).wait(OLD_STATE_DRAIN_SECONDS):
+                    break
+            self._send_batches(batches, datapaths, report)
         report.seconds = time.perf_counter() - t0
         return report
+
+    @property
+    def pending_deletes(self) -> bool:
+        return self._deferred is not None
+
+    @property
+    def deletes_due(self) -> float | None:
+        """time.monotonic() when the deferred delete rounds may go, None when there are none."""
+        return None if self._deferred is None else self._deferred[0]
+
+    def flush(self, datapaths: dict[int, object], stop: threading.Event | None = None,
+              report: SendReport | None = None) -> SendReport:
+        """Send deferred delete rounds (after waiting out the rest of their drain)."""
+        report = report or SendReport()
+        if self._deferred is None:
+            return report
+        not_before, rounds = self._deferred
+        self._deferred = None
+        wait = not_before - time.monotonic()
+        if wait > 0 and (stop or threading.Event()).wait(wait):
+            return report
+        for _, batches in rounds:
+            self._send_batches(batches, datapaths, report)
+        return report
+
+    def _send_batches(self, batches, datapaths: dict[int, object], report: SendReport) -> None:
+        encoded = ofbulk.encode_plan_round(batches, self._next_xids(sum(len(b) for b in batches)))
+        self._send_round(encoded, datapaths, report)
+        report.rounds += 1
 
     def _chunks(self, encoded: list[ofbulk.Encoded], datapaths: dict[int, object]) -> dict[int, _Switch]:
         """Per switch, its messages of the round in batch order, cut into chunks of half a window."""

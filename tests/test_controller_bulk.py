@@ -19,7 +19,7 @@ os.environ.setdefault("OSKEN_HUB_TYPE", "native")
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 from tellm.controller import ofbulk, ofmsgs
-from tellm.controller.groups import POP, ForwardingCache, desired_state
+from tellm.controller.groups import POP, Bucket, ForwardingCache, desired_state
 from tellm.controller.ofsend import PlanSender, SendLimits
 from tellm.controller.planner import Installed, OpBatch, OpKind, Phase, plan_update
 from tellm.controller.quantise import quantise_weights
@@ -233,3 +233,50 @@ def test_rules_per_switch_match_the_installed_state(net):
     fr = switch_rules(full, dpid, hosts, candidate_bound(topo, paths))
     assert np.array_equal(fr.rules, fr.bound) and np.all(r.rules <= r.bound)
     assert r.json(dpid)["bound_rules_per_switch"] == int(fr.rules.max())
+
+
+def test_deferred_delete_rounds_go_after_the_drain_and_before_the_next_plan():
+    """The control loop defers the rounds that delete old state: they are sent once the drain has
+    passed (flush), and a later plan always sends them first."""
+    import tellm.controller.ofsend as ofsend
+
+    sent = []
+
+    class Recorder:
+        id = 1
+
+        def send(self, buf):
+            sent.append((time.monotonic(), None, buf))
+
+    def kinds(buf):
+        out, off = [], 0
+        while off < len(buf):
+            out.append(buf[off + 1])  # OpenFlow message type: 14 flow mod, 15 group mod
+            if buf[off + 1] == 14:
+                out[-1] = ("flow", buf[off + 25])  # command: 0 add, 1 modify, 3 delete, 4 delete strict
+            else:
+                out[-1] = ("group", int.from_bytes(buf[off + 8:off + 10], "big"))  # 0 add, 2 delete
+            off += int.from_bytes(buf[off + 2:off + 4], "big")
+        return out
+
+    sender = PlanSender(lambda dp, reply: reply.set(), SendLimits(100, 0))
+    dps = {1: Recorder()}
+    old = _state({(1, 4): (Bucket(20, 2, 256),)}, {(1, 20): POP})
+    first = plan_update(Installed(), old)
+    sender.send(first, dps, defer_deletes=True)
+    assert not sender.pending_deletes  # nothing to delete yet
+    moved = plan_update(first.after, _state({(1, 4): (Bucket(21, 3, 256),)}, {(1, 21): POP}))
+    t0 = time.monotonic()
+    sent.clear()
+    sender.send(moved, dps, defer_deletes=True)
+    assert sender.pending_deletes and sender.deletes_due >= t0 + ofsend.OLD_STATE_DRAIN_SECONDS - 0.05
+    before = [k for _, _, b in sent for k in kinds(b)]
+    assert ("group", 2) not in before and ("flow", 4) not in before  # no delete sent yet
+    # The next plan flushes the deletes first (after the drain), then sends its own messages.
+    again = plan_update(moved.after, _state({(1, 4): (Bucket(20, 2, 256),)}, {(1, 20): POP}))
+    sent.clear()
+    sender.send(again, dps, defer_deletes=True)
+    order = [k for _, _, b in sent for k in kinds(b)]
+    assert sent[0][0] >= t0 + ofsend.OLD_STATE_DRAIN_SECONDS - 0.05  # the drain was waited out
+    first_add = next(i for i, k in enumerate(order) if k in (("flow", 0), ("group", 0)))
+    assert ("group", 2) in order[:first_add] and ("flow", 4) in order[:first_add]
