@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     p.add_argument("--provider", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--topologies", nargs="+", default=["Abilene", "sndlib:geant", "zoo:Cogentco", "zoo:Kdl"])
+    p.add_argument("--paths-strategy", default=None,
+                   help="tecore path strategy (default: compute_paths' default; 'shortest' = hop-shortest k = 4)")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--runs-large", type=int, default=10, help="runs for topologies over 1M paths")
     p.add_argument("--profile", action="store_true", help="record op placement on the first topology")
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from tecore import compute_paths, generate, load_topology
-    from tellm.inference.features import onnx_inputs
+    from tellm.contract.onnx_io import onnx_inputs
     from tellm.inference.session import load_model
 
     model = load_model(args.model, provider=args.provider)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "topologies": []}
     for i, name in enumerate(args.topologies):
         topo = load_topology(name)
-        paths = compute_paths(topo, k=4)
+        paths = compute_paths(topo, k=4, **({"strategy": args.paths_strategy} if args.paths_strategy else {}))
         tm = generate(topo, "gravity", 1, seed=1000)[0]
         feeds = onnx_inputs(topo, paths, tm)
         static = {k: feeds[k] for k in STATIC}

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import INPUT_NAMES, OUTPUT_NAMES
-from .model import ModelConfig, TEHead, export_wrapper
-from .session import sha256_file
+from tellm.contract.vocabulary import INPUT_NAMES, OUTPUT_NAMES
 
-OPSET = 18  # ScatterElements with reduction="max" (segment max) needs opset >= 18
+from .model import ModelConfig, TEHead
+from .padded_graph import OPSET, HeadWeights, build_graph
+from .session import sha256_file
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[TEHead, dict]:
@@ -24,27 +24,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[TEHead, dict]
     return model, ckpt
 
 
-def example_inputs() -> tuple[torch.Tensor, ...]:
-    """A 3-node ring (2 pairs, 4 paths) to trace the graph; all axes are exported as dynamic."""
-    # links: 0: a->b, 1: b->c, 2: a->c ; pair 0 (a->c): [a->c], [a->b, b->c] ; pair 1 (a->b): [a->b], ...
-    return (torch.tensor([1.0e9, 2.0e9]), torch.tensor([10e9, 10e9, 10e9]), torch.tensor([1e-3, 1e-3, 2e-3]),
-            torch.ones(3), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 2, 3, 3]),
-            torch.tensor([2, 0, 1, 0, 2, 1]), torch.zeros(4))
-
-
-def export_onnx(model: TEHead, out_file: str | Path, opset: int = OPSET) -> Path:
+def export_onnx(model: TEHead, out_file: str | Path) -> Path:
+    """Write the inference graph (inference/padded_graph.py) with ``model``'s weights and rounds."""
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = export_wrapper(model).eval()
-    dyn = {"demand_bps": {0: "P"}, "capacity_bps": {0: "L"}, "latency_seconds": {0: "L"}, "link_up": {0: "L"},
-           "path_pair": {0: "Np"}, "inc_path": {0: "nnz"}, "inc_link": {0: "nnz"}, "split": {0: "Np"},
-           "link_load_bps": {0: "L"}}
-    with torch.no_grad():
-        torch.onnx.export(wrapper, example_inputs(), str(out_file), input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=dyn, opset_version=opset, dynamo=False)
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(out_file)))
+    onnx_model = build_graph(HeadWeights.from_torch(model, model.cfg.rounds))
+    out_file.write_bytes(onnx_model.SerializeToString())
     return out_file
 
 

@@ -13,7 +13,7 @@ Design (one set of weights for any topology, no padding):
   normalised price advantage. Cost per round is a handful of scatter/gather ops: linear in #paths.
 - Utilisation-derived features are detached (the rounds are an optimiser whose observations are not
   differentiated through), which keeps training cheap and stable.
-- Policy conditioning (``policy`` = [lambda, h, 0, 0], see tellm.policy.policies and
+- Policy conditioning (``policy`` = [lambda, h, 0, 0], see tellm.contract.policies and
   tecore.objectives): the rounds optimise the policy's objective, not plain MLU. Utilisation is the
   effective one: load plus h times a soft maximum of the path flows on the link (the power mean
   sum f^Q / sum f^(Q-1), a stand-in for the largest pair load that costs two more columns in the
@@ -26,7 +26,8 @@ Design (one set of weights for any topology, no padding):
   gradient relative to the current utilisation carries that scale.
 
 Batches of several instances are disjoint unions: ``link_graph``/``pair_graph`` give the instance of
-each link/pair; graph-level reductions (max demand, MLU) are per instance. Export uses one instance.
+each link/pair; graph-level reductions (max demand, MLU) are per instance. The exported inference
+graph (padded_graph.py) computes the same function for one instance in a layout built for ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -280,19 +281,3 @@ class TEHead(nn.Module):
             return outs
         mlu = util.max(dim=0, keepdim=True).values
         return split, loads, mlu
-
-
-def export_wrapper(model: TEHead) -> nn.Module:
-    """The single-instance module with exactly the contract's inputs and outputs."""
-
-    class _Export(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, demand_bps, capacity_bps, latency_seconds, link_up, path_pair, inc_path, inc_link,
-                    policy):
-            return self.model(demand_bps, capacity_bps, latency_seconds, link_up, path_pair, inc_path,
-                              inc_link, policy)
-
-    return _Export()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology, solve_min_mlu
-from tellm.inference.features import onnx_inputs
+from tellm.contract.onnx_io import onnx_inputs
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 from tellm.inference.session import ModelError, load_model, sha256_file
 
@@ -145,3 +145,39 @@ def test_edge_cases_stay_finite_and_valid(head, data_dir):
     out = head.route(onnx_inputs(topo, paths, generate(topo, "gravity", 1, seed=0)[0], link_up=up))
     check_split(paths, out.split.astype(np.float64), atol=1e-5)
     assert np.isfinite(out.mlu) and out.mlu > 0
+
+
+def test_exported_graph_is_flat_and_matches_pytorch_on_uneven_path_sets():
+    """The inference graph has no control flow and handles pairs with fewer candidates and paths of
+    different lengths (the padded layout's empty slots) exactly like the PyTorch head."""
+    torch = pytest.importorskip("torch")
+    import onnx
+    import onnxruntime as ort
+
+    from tellm.inference.export import load_checkpoint
+    from tellm.inference.padded_graph import HeadWeights, build_graph
+
+    model, _ = load_checkpoint(MODELS / "tellm-te.pt")
+    model.cfg.rounds = 3
+    graph = build_graph(HeadWeights.from_torch(model, 3))
+    assert not {n.op_type for n in graph.graph.node} & {"If", "Loop", "Scan"}
+    shipped = onnx.load(str(DEFAULT_MODEL))
+    assert not {n.op_type for n in shipped.graph.node} & {"If", "Loop", "Scan"}
+    # 4 links a->b, b->c, a->c, c->a; pair 0 (a->c): 2 paths of 1 and 2 hops, pair 1 (a->b): 1 path,
+    # pair 2 (c->b): 3 paths (one over the down link 2) of 2, 3 and 2 hops.
+    x = {"demand_bps": np.array([3e9, 1e9, 2e9], np.float32), "capacity_bps": np.array([10e9, 4e9, 10e9, 1e9], np.float32),
+         "latency_seconds": np.array([1e-3, 1e-3, 3e-3, 2e-3], np.float32), "link_up": np.array([1, 1, 0, 1], np.float32),
+         "path_pair": np.array([0, 0, 1, 2, 2, 2], np.int64),
+         "inc_path": np.array([0, 1, 1, 2, 3, 3, 4, 4, 4, 5, 5], np.int64),
+         "inc_link": np.array([2, 0, 1, 0, 3, 0, 3, 2, 0, 3, 0], np.int64),
+         "policy": np.array([0.3, 0.2, 0, 0], np.float32)}
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    split, loads, mlu = sess.run(None, x)
+    with torch.no_grad():
+        ref = model(*(torch.as_tensor(x[k]) for k in ("demand_bps", "capacity_bps", "latency_seconds", "link_up",
+                                                      "path_pair", "inc_path", "inc_link", "policy")))
+    np.testing.assert_allclose(split, ref[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(loads, ref[1].numpy(), rtol=1e-5, atol=1.0)
+    assert mlu[0] == pytest.approx(float(ref[2][0]), rel=1e-5)
+    assert split[0] + split[1] == pytest.approx(1.0, abs=1e-6) and split[2] == pytest.approx(1.0, abs=1e-6)
+    assert split[0] < 1e-6 and split[4] < 1e-6  # paths over the down link 2 carry nothing
