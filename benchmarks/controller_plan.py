@@ -125,7 +125,7 @@ def bench(name: str, k: int, strategy: str | None, max_stretch: float | None, re
     up = np.ones(topo.num_links)
     up[0] = 0
     r: dict = {"topology": topo.name, "nodes": topo.num_nodes, "links": topo.num_links, "pairs": paths.num_pairs,
-               "paths": paths.num_paths, "k": k, "strategy": paths.strategy, "max_stretch_hop": max_stretch,
+               "paths": paths.num_paths, "k": paths.k, "strategy": paths.strategy, "max_stretch_hop": max_stretch,
                "path_compute_seconds": round(path_seconds, 2)}
     r["quantise_ms"], w = timed(lambda: quantise_weights(split, paths.pair_ptr), repeats)
     r["mask_split_ms"], _ = timed(lambda: mask_split(paths, split, up), repeats)
