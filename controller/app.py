@@ -27,7 +27,8 @@ from os_ken.lib.packet import arp, ethernet, ipv4, packet
 from os_ken.ofproto import ether, ofproto_v1_5, ofproto_v1_5_parser
 
 from . import ofmsgs
-from .core import ControllerCore, subnet_dpid
+from .addressing import subnet_dpid
+from .core import ControllerCore
 from .discovery import port_speed_bps
 from .ofsend import PlanSender, SendLimits
 from .planner import Plan

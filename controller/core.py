@@ -62,18 +62,6 @@ class Host:
     port: int
 
 
-def host_subnet(dpid: int) -> tuple[str, str]:
-    """The addressing contract: hosts of switch i live in 10.<i//256>.<i%256>.0/24."""
-    return f"10.{dpid // 256}.{dpid % 256}.0", "255.255.255.0"
-
-
-def subnet_dpid(ip: str) -> int | None:
-    parts = ip.split(".")
-    if len(parts) != 4 or parts[0] != "10":
-        return None
-    return int(parts[1]) * 256 + int(parts[2])
-
-
 @dataclass
 class _Discovery:
     link_port: np.ndarray  # int64 [L]: port on the source switch, -1 = not discovered

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -138,14 +137,24 @@ class ControllerPorts:
         return cls(free_port(), free_port(), free_port())
 
 
-def start_controller(topology_yaml: Path, router: str, ports: ControllerPorts, inference_address: str,
-                     workdir: Path, poll_interval_seconds: float = 1.0, k: int = 4,
-                     extra: list[str] | None = None) -> Service:
-    argv = tellm_command() + ["controller", "--topology", str(topology_yaml), "--router", router,
-                              "--of-port", str(ports.of_port), "--inference", inference_address,
-                              "--poll-interval", str(poll_interval_seconds),
-                              "--metrics-port", str(ports.metrics_port), "--api-port", str(ports.api_port),
-                              "--k", str(k), "--workers", "1"] + list(extra or [])
+def start_controller(topology_yaml: Path | None, router: str, ports: ControllerPorts, inference_address: str | None,
+                     workdir: Path, poll_interval_seconds: float = 1.0, k: int | None = 4,
+                     extra: list[str] | None = None, verbose: int = 0) -> Service:
+    """``tellm controller`` as a child process, logging to ``workdir/controller-<router>.log``; returns once
+    its JSON API answers. ``topology_yaml`` None = the controller discovers the network; ``inference_address``
+    None = the controller's default (also for ``k``); ``verbose`` = the number of ``-v`` (1: info log);
+    ``extra``: more options."""
+    argv = tellm_command() + ["-v"] * verbose + ["controller", "--router", router, "--of-port", str(ports.of_port),
+                                                 "--poll-interval", str(poll_interval_seconds),
+                                                 "--metrics-port", str(ports.metrics_port),
+                                                 "--api-port", str(ports.api_port), "--workers", "1"]
+    if k is not None:
+        argv += ["--k", str(k)]
+    if topology_yaml is not None:
+        argv += ["--topology", str(topology_yaml)]
+    if inference_address is not None:
+        argv += ["--inference", inference_address]
+    argv += list(extra or [])
     svc = Service(f"controller (router {router})", argv, workdir / f"controller-{router}.log").start()
     try:
         wait_until(lambda: controller_state(ports.api_port) is not None, 60, "the controller's API", svc, 0.3)
