@@ -187,6 +187,10 @@ def controller_metric(metrics_port: int, name: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------ reachability
+#: Destinations pinged at once from one host (see ping_all).
+PING_BATCH = 16
+
+
 def ping_all(testbed, timeout_seconds: float = 1.0, pairs: list[tuple[str, str]] | None = None
              ) -> dict[tuple[str, str], bool]:
     """Ping every ordered host pair once, all hosts in parallel; {(src host, dst host): reached}."""
@@ -196,16 +200,20 @@ def ping_all(testbed, timeout_seconds: float = 1.0, pairs: list[tuple[str, str]]
     for s, d in pairs if pairs is not None else [(s, d) for s in names for d in names if s != d]:
         todo.setdefault(s, []).append(d)
     w = max(1, int(round(timeout_seconds)))
-    for s, dsts in todo.items():
-        script = " ".join(f"(ping -n -q -c1 -W{w} {ip[d]} >/dev/null 2>&1 && echo OK {d} || echo NO {d}) &"
-                          for d in dsts)
-        testbed.host(s).sendCmd(script + " wait")
     out = {}
-    for s, dsts in todo.items():
-        text = testbed.host(s).waitOutput()
-        ok = set(re.findall(r"^OK (\S+)", text, re.M))
-        for d in dsts:
-            out[(s, d)] = d in ok
+    # A host's shell reads one command line per round: at most PING_BATCH destinations, so that the
+    # line stays under the terminal's 4096-character limit (a longer one never completes).
+    for lo in range(0, max((len(d) for d in todo.values()), default=0), PING_BATCH):
+        batch = {s: dsts[lo:lo + PING_BATCH] for s, dsts in todo.items() if dsts[lo:lo + PING_BATCH]}
+        for s, dsts in batch.items():
+            script = " ".join(f"(ping -n -q -c1 -W{w} {ip[d]} >/dev/null 2>&1 && echo OK {d} || echo NO {d}) &"
+                              for d in dsts)
+            testbed.host(s).sendCmd(script + " wait")
+        for s, dsts in batch.items():
+            text = testbed.host(s).waitOutput()
+            ok = set(re.findall(r"^OK (\S+)", text, re.M))
+            for d in dsts:
+                out[(s, d)] = d in ok
     return out
 
 

@@ -231,6 +231,8 @@ SCENARIOS = {
     "leafspine": leafspine,
     "abilene": lambda: from_sndlib("sndlib:abilene", "abilene", load=0.6),
     "geant": lambda: from_sndlib("sndlib:geant", "geant", load=0.5),
+    # Topology Zoo GARR (60 switches), shipped in topologies/ (see the file's header).
+    "garr": lambda: from_yaml(Path(__file__).parent / "topologies" / "garr.yaml", load=0.6),
 }
 
 

@@ -77,6 +77,12 @@ def register(sub) -> None:
     g.add_argument("--weight-deadband", type=int, default=0, metavar="UNITS",
                    help="keep a pair's installed weights unless a bucket would move by more than UNITS/W "
                         "(fewer group rewrites from routing noise; adds at most UNITS/W error); 0 = off")
+    # Defaults as ControllerConfig's (tellm.controller.core; literal here so that --help stays light).
+    g.add_argument("--of-window", type=int, default=4096, metavar="MESSAGES",
+                   help="OpenFlow messages per switch sent but not yet confirmed by a barrier reply: a big update "
+                        "is sent in chunks of half this, so a switch never queues more")
+    g.add_argument("--of-max-rate", type=float, default=50_000.0, metavar="MESSAGES_PER_SECOND",
+                   help="cap on OpenFlow update messages per second per switch; 0 = no cap")
     p.set_defaults(func=run)
 
 
@@ -101,9 +107,15 @@ def _dpids(topo, spec: str) -> dict[str, int]:
 def _config(args):
     from tellm.controller.core import ControllerConfig
 
+    window, rate = args.of_window, args.of_max_rate
+    if window < 2:
+        raise CLIError("--of-window must be at least 2 messages")
+    if not (rate >= 0 and math.isfinite(rate)):
+        raise CLIError("--of-max-rate must be a number >= 0 (0 = no cap)")
     return ControllerConfig(poll_interval_seconds=args.poll_interval, reroute_threshold=args.reroute_threshold,
                             ewma_alpha=args.ewma_alpha, history=args.history, total_weight=args.total_weight,
-                            weight_deadband=args.weight_deadband)
+                            weight_deadband=args.weight_deadband, of_window_messages=window,
+                            of_max_messages_per_second=rate)
 
 
 def _router(args, metrics, num_nodes: int | None):

@@ -12,7 +12,7 @@ from pathlib import Path
 from tellm.errors import CLIError
 
 #: Kept literal so that `tellm --help` does not import the scenarios (a test checks they agree).
-SCENARIO_NAMES = ["abilene", "diamond", "geant", "leafspine"]
+SCENARIO_NAMES = ["abilene", "diamond", "garr", "geant", "leafspine"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Cleans up the network and every process it started, also on Ctrl-C.")
     p.add_argument("--scenario", choices=SCENARIO_NAMES, default="diamond",
                    help="network: diamond (5-switch ring built so that shortest paths are bad), leafspine, "
-                        "abilene or geant (built from SNDlib in the data folder, TELLM_DATA_DIR; capacities scaled to Mbit/s)")
+                        "abilene or geant (built from SNDlib in the data folder, TELLM_DATA_DIR; capacities scaled to Mbit/s), "
+                        "garr (Topology Zoo, 60 switches, shipped)")
     p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS", help="traffic time per phase")
     p.add_argument("--routers", default="ecmp,model",
                    help="phases, comma-separated: ecmp (shortest-path baseline), model (tellm: the TE head "

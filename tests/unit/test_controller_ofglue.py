@@ -26,7 +26,8 @@ from .controller_fixtures import diamond, diamond_paths
 
 
 class FakeDatapath:
-    """Records messages; answers barriers through ``on_barrier`` like a switch would."""
+    """Records messages; answers barriers through ``on_barrier`` like a switch would. Raw bytes (the
+    app's bulk-encoded plans) are parsed back into messages, each checked to serialise to the same bytes."""
 
     def __init__(self, dpid: int, on_barrier=None):
         self.id = dpid
@@ -49,8 +50,49 @@ class FakeDatapath:
         if isinstance(msg, parser.OFPBarrierRequest) and self.on_barrier:
             self.on_barrier(self, msg.xid)
 
+    def send(self, buf):
+        for raw in split_messages(buf):
+            msg = parse_message(raw)
+            self.send_msg(msg)
+            assert bytes(msg.buf) == raw, "a bulk-encoded message differs from its os-ken serialisation"
+
     def of(self, cls):
         return [m for m in self.sent if isinstance(m, cls)]
+
+
+def split_messages(buf: bytes) -> list[bytes]:
+    """Concatenated OpenFlow messages -> one bytes object each (by the header's length field)."""
+    out, off = [], 0
+    while off < len(buf):
+        n = int.from_bytes(buf[off + 2:off + 4], "big")
+        assert n >= 8 and off + n <= len(buf), "truncated OpenFlow message"
+        out.append(bytes(buf[off:off + n]))
+        off += n
+    return out
+
+
+def parse_message(raw: bytes):
+    """One OpenFlow 1.5 message as the os-ken object a switch would decode; group mods are decoded here
+    (os-ken 4.2.2 cannot parse its own bucket properties) and rebuilt with os-ken's classes."""
+    from os_ken.ofproto.ofproto_parser import header
+    from os_ken.ofproto.ofproto_parser import msg as parse_msg
+
+    version, msg_type, msg_len, xid = header(raw)
+    dp = SimpleNamespace(ofproto=ofp, ofproto_parser=parser)
+    if msg_type == ofp.OFPT_GROUP_MOD:
+        g = _decode_group_mod(raw)
+        props = [parser.OFPGroupPropExperimenter(type_=ofp.OFPGPT_EXPERIMENTER, experimenter=ofmsgs.NX_EXPERIMENTER_ID,
+                                                 exp_type=ofmsgs.NXGPT_SELECTION_METHOD,
+                                                 data=ofmsgs.dp_hash_property().data)] if g["properties"] else []
+        buckets = [parser.OFPBucket(bucket_id=b["id"], actions=b["actions"],
+                                    properties=[parser.OFPGroupBucketPropWeight(type_=ofp.OFPGBPT_WEIGHT,
+                                                                                weight=b["weight"])])
+                   for b in g["buckets"]]
+        msg = parser.OFPGroupMod(dp, command=g["command"], type_=g["type"], group_id=g["group_id"],
+                                 buckets=buckets, properties=props)
+        msg.set_xid(xid)
+        return msg
+    return parse_msg(dp, version, msg_type, msg_len, xid, raw)
 
 
 def _roundtrip(msg):
