@@ -187,10 +187,17 @@ def test_switch_reconnect_reinstalls_its_state(diamond):
         assert "mpls_label" not in ofctl("dump-flows", "cs2")
     finally:
         subprocess.run(["ovs-vsctl", "set-controller", "cs2", *target], check=True)
-    state = diamond.wait(lambda s: 2 in s["topology"]["connected_switches"]
-                         and all(link["up"] for link in s["topology"]["links"])
-                         and any("cs2" in p["path"] and p["weight"] > 0 for p in s["groups"]["cs1->cs4"]),
-                         15, "cs2 back with its links and carrying traffic")
+    # Offer cs1 -> cs4 traffic while cs2 comes back: with no demand every router may put a pair on any
+    # one of its equal-hop paths, so only a load the lower path cannot carry alone proves that the
+    # reconnected cs2 is routed through again.
+    sender = start_udp(diamond.net.get("h1x1"), "10.0.4.1", 10e6, 20, FLOWS_PER_SENDER, 40000)
+    try:
+        state = diamond.wait(lambda s: 2 in s["topology"]["connected_switches"]
+                             and all(link["up"] for link in s["topology"]["links"])
+                             and any("cs2" in p["path"] and p["weight"] > 0 for p in s["groups"]["cs1->cs4"]),
+                             15, "cs2 back with its links and carrying traffic")
+    finally:
+        sender.wait(30)
     assert _check_installed_matches_plan(diamond) >= 12
     assert diamond.net.pingAll(timeout=1) == 0.0
     assert state["router"] == diamond.router
