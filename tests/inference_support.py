@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tecore import PathSet, Topology, compute_paths
 
@@ -142,3 +144,10 @@ def big_ring(n: int = 200, capacity_bps: float = 10e9) -> tuple[Topology, PathSe
                     pairs=np.stack([s, d], axis=1), pair_ptr=np.arange(0, 2 * s.shape[0] + 1, 2),
                     path_ptr=path_ptr, path_links=path_links, strategy="ring", k=2)
     return topo, paths
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """The samples of a /metrics endpoint on the loopback: (name, sorted labels) -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
