@@ -49,6 +49,9 @@ class ServerConfig:
     max_topologies: int = 64
     max_message_bytes: int = MAX_MESSAGE_BYTES
     policy_state_file: str | None = None  # keeps the active policy across restarts when set
+    specialise: bool = True  # per-topology specialised heads with same-topology batching (fastpath.py)
+    max_batch: int = 32  # Route requests of one topology in one run, at most
+    batch_window_seconds: float = 0.0  # how long a run waits for more requests (0: batch only what queued)
 
 
 class InferenceServer:
@@ -74,6 +77,12 @@ class InferenceServer:
     def _reload_failed(self, reason: str) -> None:
         self.metrics.model_reloads.labels(result="failure").inc()
 
+    def _fast_path_options(self) -> dict | None:
+        cfg = self.config
+        if not cfg.specialise:
+            return None
+        return {"max_batch": cfg.max_batch, "window_seconds": cfg.batch_window_seconds, "threads": cfg.ort_threads}
+
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
@@ -89,7 +98,8 @@ class InferenceServer:
                              options=options, maximum_concurrent_rpcs=None)
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_store=self.policy_store), server)
+                                       policy_store=self.policy_store, fast_path=self._fast_path_options()),
+            server)
         add_policy_service(server, self.policy_store)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
