@@ -103,7 +103,7 @@ def percentiles_ms(seconds: list[float]) -> dict:
 
 def run_level(address: str, handle, tms: list[np.ndarray], concurrency: int, max_requests: int,
               max_seconds: float, timeout_seconds: float) -> dict:
-    from tellm.inference.client import InferenceClient
+    from tellm.contract.client import InferenceClient
 
     clients = [InferenceClient(address, timeout_seconds=timeout_seconds, retries=0) for _ in range(concurrency)]
     for c in clients:  # connect before timing
@@ -210,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from tecore import compute_paths, generate, load_topology
-    from tellm.inference.client import InferenceClient
+    from tellm.contract.client import InferenceClient
 
     tmpdir = tempfile.TemporaryDirectory()
     if args.model == "reference":
-        from tellm.inference.reference_model import write_equal_split_model
-
-        model = write_equal_split_model(Path(tmpdir.name) / "reference.onnx")
+        # Server-side setup: the benchmark itself talks to the model only through the contract's client.
+        model = Path(tmpdir.name) / "reference.onnx"
+        subprocess.run([sys.executable, "-m", "tellm.inference.reference_model", str(model)], check=True,
+                       stdout=subprocess.DEVNULL)
     else:
         model = Path(args.model)
     proc = None

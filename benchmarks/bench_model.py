@@ -71,7 +71,7 @@ def bench_case(name, source, count, args, head):
     from tecore import compute_paths, ecmp_mlu, load_topology, solve_min_mlu, split_mlu
     from tecore.optimum import solve_optimum
     from tecore.strategies import DEFAULT_STRATEGY
-    from tellm.inference.features import onnx_inputs
+    from tellm.contract.onnx_io import onnx_inputs
 
     topo = load_topology(name)
     strategy = args.paths_strategy or DEFAULT_STRATEGY

@@ -9,7 +9,8 @@ import torch
 
 from tecore import compute_paths, generate, load_topology
 from tellm.inference.export import load_checkpoint
-from tellm.inference.features import INPUT_NAMES, onnx_inputs
+from tellm.contract.onnx_io import onnx_inputs
+from tellm.contract.vocabulary import INPUT_NAMES
 from tellm.inference.model import SparseLayout
 
 import argparse

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from tecore import compute_paths, generate, load_topology
-    from tellm.inference.features import onnx_inputs
+    from tellm.contract.onnx_io import onnx_inputs
     from tellm.inference.session import load_model
 
     model = load_model(args.model, provider=args.provider)

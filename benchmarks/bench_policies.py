@@ -29,7 +29,7 @@ import numpy as np
 from tecore import compute_paths, generate, load_topology, scale_to_mlu, shortest_path_split
 from tecore.objectives import evaluate_objective, solve_policy_lp
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH
-from tellm.inference.features import onnx_inputs
+from tellm.contract.onnx_io import onnx_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -32,7 +32,7 @@ def main() -> int:
     import onnxruntime as ort
 
     from tecore import generate, load_topology
-    from tellm.inference.features import onnx_inputs
+    from tellm.contract.onnx_io import onnx_inputs
 
     spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__).with_name("bench_inference.py"))
     bench = importlib.util.module_from_spec(spec)

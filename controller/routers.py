@@ -1,6 +1,6 @@
 """Routers: turn (topology, candidate paths, measured demand, link state) into split ratios.
 
-- ``model``: the learned TE head behind the gRPC inference service (tellm.inference.client);
+- ``model``: the learned TE head behind the gRPC inference service (tellm.contract.client);
 - ``lp``: the min-MLU LP optimum in-process (tecore.solve_min_mlu), over live paths only;
 - ``ecmp``: shortest-path routing, the baseline (tecore.shortest_path_split with down links priced out).
 ``FallbackRouter`` wraps the model: when it is unreachable, slow or rejects the input, the last good
@@ -110,7 +110,7 @@ class ModelRouter:
     def _get_client(self):
         if self._client is None:
             try:
-                from tellm.inference.client import InferenceClient
+                from tellm.contract.client import InferenceClient
             except ImportError as exc:
                 raise RouterFailure("unavailable", f"inference client not installed: {exc}") from exc
             self._client = InferenceClient(self.address, timeout_seconds=self.timeout_seconds, retries=self.retries)

@@ -121,7 +121,8 @@ def link_heatmap(title: str, description: str, *targets: prometheus.Dataquery, *
             .rows_frame(heatmap.RowsHeatmapOptions().layout(HeatmapCellLayout.AUTO))
             .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges").fill("dark-orange")
                    .scale(HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64).reverse(False).min(0).max(1))
-            .cell_gap(1).show_tooltip().hide_y_histogram().show_legend())
+            # Tooltip on the hovered cell, without the y-axis histogram.
+            .cell_gap(1).mode(TooltipDisplayMode.SINGLE).hide_y_histogram().show_legend())
 
 
 def info_table(title: str, description: str, *targets: prometheus.Dataquery, **kw) -> table.Panel:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import incidence_arrays
+from tellm.contract.onnx_io import incidence_arrays
+
 from .recipe import RecipeError, parse_recipe
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import INPUT_NAMES, OUTPUT_NAMES
+from tellm.contract.vocabulary import INPUT_NAMES, OUTPUT_NAMES
+
 from .model import ModelConfig, TEHead
 from .padded_graph import OPSET, HeadWeights, build_graph
 from .session import sha256_file

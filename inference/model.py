@@ -13,7 +13,7 @@ Design (one set of weights for any topology, no padding):
   normalised price advantage. Cost per round is a handful of scatter/gather ops: linear in #paths.
 - Utilisation-derived features are detached (the rounds are an optimiser whose observations are not
   differentiated through), which keeps training cheap and stable.
-- Policy conditioning (``policy`` = [lambda, h, 0, 0], see tellm.policy.policies and
+- Policy conditioning (``policy`` = [lambda, h, 0, 0], see tellm.contract.policies and
   tecore.objectives): the rounds optimise the policy's objective, not plain MLU. Utilisation is the
   effective one: load plus h times a soft maximum of the path flows on the link (the power mean
   sum f^Q / sum f^(Q-1), a stand-in for the largest pair load that costs two more columns in the

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .features import INPUT_NAMES, OUTPUT_NAMES
+from tellm.contract.vocabulary import INPUT_NAMES, OUTPUT_NAMES
 
 BIG = 1.0e4  # logit penalty of paths over a down link (as in the PyTorch model)
 SURGE_Q = 4.0

@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-INPUTS = ("demand_bps", "capacity_bps", "latency_seconds", "link_up", "path_pair", "inc_path", "inc_link", "policy")
-OUTPUTS = ("split", "link_load_bps", "mlu")
+from tellm.contract.vocabulary import POLICY_DIM
 
 
-def build_equal_split_model(policy_dim: int = 4, opset: int = 18, variant: str = ""):
+def build_equal_split_model(policy_dim: int = POLICY_DIM, opset: int = 18, variant: str = ""):
     """The reference model as an onnx.ModelProto; ``variant`` only changes its metadata (and so its
     bytes and version), which hot-reload tests use to tell two builds apart."""
     import onnx
@@ -90,7 +89,7 @@ def build_equal_split_model(policy_dim: int = 4, opset: int = 18, variant: str =
     return model
 
 
-def write_equal_split_model(path: str | Path, policy_dim: int = 4, variant: str = "") -> Path:
+def write_equal_split_model(path: str | Path, policy_dim: int = POLICY_DIM, variant: str = "") -> Path:
     """Write the reference model to ``path`` atomically (write, then rename)."""
     import onnx
 
@@ -105,7 +104,7 @@ def write_equal_split_model(path: str | Path, policy_dim: int = 4, variant: str 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Write the equal-split reference ONNX model (tellm TE interface).")
     p.add_argument("out", type=Path, help="output .onnx file")
-    p.add_argument("--policy-dim", type=int, default=4)
+    p.add_argument("--policy-dim", type=int, default=POLICY_DIM)
     p.add_argument("--variant", default="", help="metadata tag (changes the bytes, not the behaviour)")
     args = p.parse_args(argv)
     print(write_equal_split_model(args.out, args.policy_dim, args.variant))

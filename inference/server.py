@@ -1,9 +1,13 @@
 """The inference server: gRPC (service + health + reflection), metrics over HTTP, model watcher.
 
 ``InferenceServer(config).start()`` runs everything on background threads and returns the bound
-port (port 0 picks a free one, as the tests do); ``serve(config)`` is the foreground entry point of
+port (port 0 picks a free one, as the tests do); ``serve(server)`` is the foreground entry point of
 ``tellm serve`` and shuts down gracefully on SIGTERM / SIGINT: health turns NOT_SERVING, new calls
 are refused, in-flight calls get ``grace_seconds`` to finish.
+
+The server knows nothing of where the active policy comes from: whoever builds it may give a
+``policy_lookup`` (topology id -> policy vector, for Route requests that name no policy) and further
+gRPC services to host on the same port (``tellm serve`` hosts PolicyService this way).
 """
 
 from __future__ import annotations
@@ -14,24 +18,30 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tellm.policy.service import PolicyStore, add_policy_service
-from tellm.v1 import policy_pb2
-from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from tellm.contract.vocabulary import MAX_MESSAGE_BYTES, TE_SERVICE_NAME
 
 from .metrics import ServiceMetrics
+from .service import PolicyLookup, TrafficEngineeringServicer
 from .session import LoadedModel, ModelHolder, ProviderChoice
-from .service import SERVICE_NAME, TrafficEngineeringServicer
 from .topologies import TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
-#: Kdl at k=4 registers 2.27M paths and ~54M path-link entries (~110 MB on the wire); leave headroom.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+@dataclass(frozen=True)
+class HostedService:
+    """A further gRPC service served on the inference server's port: its full name (for health and
+    reflection) and the function that adds its servicer to a ``grpc.Server``."""
+
+    name: str
+    add_to_server: Callable[[grpc.Server], object]
 
 
 @dataclass
@@ -48,20 +58,21 @@ class ServerConfig:
     grace_seconds: float = 5.0
     max_topologies: int = 64
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    policy_state_file: str | None = None  # keeps the active policy across restarts when set
     specialise: bool = True  # per-topology specialised heads with same-topology batching (fastpath.py)
     max_batch: int = 32  # Route requests of one topology in one run, at most
     batch_window_seconds: float = 0.0  # how long a run waits for more requests (0: batch only what queued)
 
 
 class InferenceServer:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, policy_lookup: PolicyLookup | None = None,
+                 services: Sequence[HostedService] = ()):
         self.config = config
+        self.policy_lookup = policy_lookup
+        self.services = tuple(services)
         self.metrics = ServiceMetrics()
         self.models = ModelHolder(Path(config.model_path), provider=config.provider, threads=config.ort_threads,
                                   on_change=self._model_changed, on_reload_failure=self._reload_failed)
         self.topologies = TopologyStore(max_topologies=config.max_topologies)
-        self.policy_store = PolicyStore(state_file=config.policy_state_file)
         self.health = health.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -98,12 +109,13 @@ class InferenceServer:
                              options=options, maximum_concurrent_rpcs=None)
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_store=self.policy_store, fast_path=self._fast_path_options()),
+                                       policy_lookup=self.policy_lookup, fast_path=self._fast_path_options()),
             server)
-        add_policy_service(server, self.policy_store)
+        for service in self.services:
+            service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+            (TE_SERVICE_NAME, *(s.name for s in self.services),
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
@@ -118,7 +130,8 @@ class InferenceServer:
             self._metrics_http, _ = start_http_server(cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_http.server_port
         self.models.start_watching(cfg.watch_interval_seconds)
-        for name in ("", SERVICE_NAME):
+        # Every hosted service answers gRPC health by name (container healthchecks ask for each).
+        for name in ("", TE_SERVICE_NAME, *(s.name for s in self.services)):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         model = self.models.current
         log.warning("tellm inference serving on %s:%d (model %s on %s; metrics %s)", cfg.host, port, model.version,
@@ -145,9 +158,9 @@ class InferenceServer:
             self._grpc.wait_for_termination()
 
 
-def serve(config: ServerConfig, ready=None) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status."""
-    server = InferenceServer(config)
+def serve(server: InferenceServer, ready=None) -> int:
+    """Start ``server`` and run until SIGTERM/SIGINT; returns the exit status."""
+    config = server.config
     server.start()
     done = threading.Event()
 

@@ -13,14 +13,17 @@ import logging
 import math
 import threading
 import time
+from typing import Callable
 
 import grpc
 import numpy as np
 
-from tellm.v1 import traffic_engineering_service_pb2 as pb
-from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from tellm.contract.codec import get_array, set_packed
+from tellm.contract.policies import DEFAULT_POLICY, canonical_name
+from tellm.contract.v1 import traffic_engineering_service_pb2 as pb
+from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from tellm.contract.vocabulary import POLICY_DIM
 
-from .codec import get_array, set_packed
 from .fastpath import RUN_STARTED, FastPath
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics
@@ -29,7 +32,8 @@ from .topologies import TopologyStore, build_topology
 
 log = logging.getLogger("tellm.inference.service")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrafficEngineeringService"].full_name
+#: The active policy vector for a topology id (float32 [POLICY_DIM]), for Route requests that name none.
+PolicyLookup = Callable[[str], np.ndarray]
 
 
 def _rpc(method: str):
@@ -88,10 +92,11 @@ def model_info_message(model: LoadedModel) -> pb.ModelInfo:
 
 class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
     def __init__(self, models: ModelHolder, topologies: TopologyStore, metrics: ServiceMetrics,
-                 max_parallel_runs: int = 4, policy_store=None, fast_path: dict | None = None):
+                 max_parallel_runs: int = 4, policy_lookup: PolicyLookup | None = None,
+                 fast_path: dict | None = None):
         self.models = models
-        # The operator's active policy (set through PolicyService) applies to requests that name none.
-        self.policy_store = policy_store
+        # The operator's active policy (e.g. set through PolicyService) applies to requests that name none.
+        self.policy_lookup = policy_lookup
         self.topologies = topologies
         self.metrics = metrics
         # Bounds memory (a Kdl-size run allocates ~1 GB of intermediates) and CPU oversubscription
@@ -247,9 +252,9 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
     def _policy(self, request: pb.RouteRequest, model: LoadedModel) -> np.ndarray:
         which = request.WhichOneof("policy")
         if which == "policy_name":
-            name = request.policy_name
+            name = canonical_name(request.policy_name)
             if name not in model.policies:
-                raise InvalidArgument("policy_name", f"unknown policy {name!r}; this model knows "
+                raise InvalidArgument("policy_name", f"unknown policy {request.policy_name!r}; this model knows "
                                                      f"{', '.join(sorted(model.policies))}")
             return model.policies[name]
         if which == "policy_vector":
@@ -260,9 +265,9 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
             if not np.isfinite(vec).all():
                 raise InvalidArgument("policy_vector.values", "must be finite")
             return vec
-        if self.policy_store is not None and model.policy_dim == 4:
-            return np.asarray(self.policy_store.active_policy_vector(request.topology_id), dtype=np.float32)
-        return model.policies["min-mlu"]
+        if self.policy_lookup is not None and model.policy_dim == POLICY_DIM:
+            return np.asarray(self.policy_lookup(request.topology_id), dtype=np.float32)
+        return model.policies[DEFAULT_POLICY]
 
     # ---------------------------------------------------------------- model admin
     @_rpc("ReloadModel")

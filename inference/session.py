@@ -27,17 +27,12 @@ from typing import Callable, Literal
 
 import numpy as np
 
-log = logging.getLogger("tellm.inference.session")
+from tellm.contract.policies import DEFAULT_POLICY, canonical_name
+from tellm.contract.vocabulary import INPUT_TYPES as REQUIRED_INPUTS
+from tellm.contract.vocabulary import OUTPUT_NAMES as REQUIRED_OUTPUTS
+from tellm.contract.vocabulary import POLICY_DIM
 
-REQUIRED_INPUTS = {
-    "demand_bps": "tensor(float)", "capacity_bps": "tensor(float)", "latency_seconds": "tensor(float)",
-    "link_up": "tensor(float)", "path_pair": "tensor(int64)", "inc_path": "tensor(int64)",
-    "inc_link": "tensor(int64)", "policy": "tensor(float)",
-}
-REQUIRED_OUTPUTS = ("split", "link_load_bps", "mlu")
-DEFAULT_POLICY_DIM = 4
-#: Name of the all-zeros policy vector (plain min-MLU), always accepted.
-BUILTIN_POLICY = "min-mlu"
+log = logging.getLogger("tellm.inference.session")
 
 ProviderChoice = Literal["auto", "cuda", "cpu"]
 
@@ -226,7 +221,7 @@ def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threa
         raise ModelError(f"{path}: not the tellm TE interface (inputs missing or mistyped: {missing or 'none'}; "
                          f"unexpected inputs: {extra or 'none'}; outputs missing: {missing_out or 'none'})")
     policy_shape = next(i.shape for i in inputs if i.name == "policy")
-    policy_dim = int(policy_shape[0]) if len(policy_shape) == 1 and policy_shape[0].isdigit() else DEFAULT_POLICY_DIM
+    policy_dim = int(policy_shape[0]) if len(policy_shape) == 1 and policy_shape[0].isdigit() else POLICY_DIM
 
     card_json, card = "", {}
     card_file = _card_path(path)
@@ -238,13 +233,14 @@ def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threa
                 raise ValueError("the card is not a JSON object")
         except (OSError, ValueError) as exc:
             raise ModelError(f"{card_file}: unreadable model card: {exc}") from exc
-    policies = {BUILTIN_POLICY: np.zeros(policy_dim, dtype=np.float32)}
+    # The all-zeros vector (plain min-MLU) is always accepted; card names are spelt canonically.
+    policies = {DEFAULT_POLICY: np.zeros(policy_dim, dtype=np.float32)}
     for name, vec in (card.get("policies") or {}).items():
         arr = np.asarray(vec, dtype=np.float32).ravel() if isinstance(vec, (list, tuple)) else None
         if arr is None or arr.shape != (policy_dim,) or not np.all(np.isfinite(arr)):
             log.warning("%s: policy %r is not %d finite numbers; ignored", card_file, name, policy_dim)
             continue
-        policies[str(name)] = arr
+        policies[canonical_name(str(name))] = arr
     card_version = str(card.get("version", "")).strip()
     version = f"{card_version}+{sha[:12]}" if card_version else sha[:12]
     session_provider = session.get_providers()[0]

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tellm.contract.vocabulary import HEADROOM_SLOT, LATENCY_SLOT, POLICY_DIM
+
 from . import dataset as ds
 from .model import ModelConfig, TEHead, seg_max, seg_sum
 from .recipe import RecipeError, TrainConfig, apply_overrides, load_recipe, parse_recipe, typed_section
@@ -122,7 +124,7 @@ def effective_util(split, batch):
     loads = seg_sum(flow, il, batch["capacity_bps"])
     pair_link = seg_sum(flow, batch["group"], batch["groups_like"])
     surge = seg_max(pair_link, batch["group_link"], batch["capacity_bps"], floor=0.0)
-    h = batch["policy"][:, 1][batch["link_graph"]]
+    h = batch["policy"][:, HEADROOM_SLOT][batch["link_graph"]]
     return (loads + h * surge) / batch["capacity_bps"] * (batch["link_up"] > 0.5)
 
 
@@ -147,7 +149,7 @@ def policy_objective(split, batch, tau_rel: float | None = None):
         tau = tau_rel * m
         e = torch.exp((util - m[lg]) / tau[lg]) * (batch["link_up"] > 0.5)
         u = m + tau * torch.log(seg_sum(e, lg, G).clamp_min(1e-30))
-    lam = batch["policy"][:, 0]
+    lam = batch["policy"][:, LATENCY_SLOT]
     return u + torch.where(lam > 0, lam * latency_stretch(split, batch), torch.zeros_like(lam))
 
 
@@ -165,13 +167,13 @@ def equal_split(batch):
 
 
 def sample_policies(n: int, cfg: TrainConfig, rng: np.random.Generator, device) -> torch.Tensor:
-    """[n, 4] policy vectors: zero (min-MLU) with probability 1 - policy_prob, else latency_aware
+    """[n, POLICY_DIM] policy vectors: zero (min-MLU) with probability 1 - policy_prob, else latency_aware
     (lambda ~ U(0, 1)) or headroom (h ~ U(0, 0.5)) with equal odds."""
-    pol = np.zeros((n, 4), dtype=np.float32)
+    pol = np.zeros((n, POLICY_DIM), dtype=np.float32)
     on = rng.random(n) < cfg.policy_prob
     lat = rng.random(n) < 0.5
-    pol[on & lat, 0] = rng.uniform(0.0, 1.0, int((on & lat).sum()))
-    pol[on & ~lat, 1] = rng.uniform(0.0, 0.5, int((on & ~lat).sum()))
+    pol[on & lat, LATENCY_SLOT] = rng.uniform(0.0, 1.0, int((on & lat).sum()))
+    pol[on & ~lat, HEADROOM_SLOT] = rng.uniform(0.0, 0.5, int((on & ~lat).sum()))
     return torch.as_tensor(pol, device=device)
 
 

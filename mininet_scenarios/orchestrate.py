@@ -111,7 +111,7 @@ def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | N
     svc = Service("inference service (tellm serve)", argv, workdir / "serve.log").start()
 
     def healthy() -> bool:
-        from tellm.inference.client import InferenceClient
+        from tellm.contract.client import InferenceClient
 
         c = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=1.0, retries=0)
         try:

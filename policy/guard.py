@@ -17,8 +17,9 @@ from typing import Any, Callable, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .policies import Policy, PolicyError, make_policy
-from .service import DEFAULT_TOPOLOGY, AppliedPolicy, PolicyServiceError
+from tellm.contract.policies import DEFAULT_TOPOLOGY, AppliedPolicy, Policy, PolicyError, make_policy
+from tellm.contract.policy_client import PolicyServiceError
+
 from .state import NetworkState
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tellm.contract.policies import Policy, make_policy
+
 from .guard import ActionRejected
-from .policies import Policy, make_policy
 from .tools import PolicyTools, ToolError
 
 

@@ -1,10 +1,11 @@
 """The active policy per topology, and the gRPC PolicyService that sets it.
 
-The store lives inside the inference server's process (``tellm serve`` registers it with
-``add_policy_service``); the server calls ``active_policy_vector(topology_id)`` for every Route request that
-carries no explicit policy. The policy daemon only ever calls SetPolicy, so forwarding never depends
-on it: if it dies, the last policy stays. ``tellm policy serve`` runs the service on its own (demos,
-tests, controllers that read the policy themselves).
+``tellm serve`` hosts a store beside the TE service: the command layer builds it, registers
+PolicyService with ``add_policy_service`` and hands ``store.active_policy_vector`` to the inference
+server, which calls it for every Route request that carries no explicit policy. The policy daemon
+only ever calls SetPolicy, so forwarding never depends on it: if it dies, the last policy stays.
+``tellm policy serve`` runs the service on its own (demos, tests, controllers that read the policy
+themselves).
 """
 
 from __future__ import annotations
@@ -20,28 +21,13 @@ from typing import Callable
 import grpc
 import numpy as np
 
-from .policies import DEFAULT_POLICY, Policy, PolicyError, list_policies, make_policy
+from tellm.contract.codec import applied_to_pb, policy_descriptions_to_pb
+from tellm.contract.policies import (DEFAULT_POLICY, DEFAULT_TOPOLOGY, AppliedPolicy, Policy, PolicyError,
+                                     list_policies, make_policy)
+from tellm.contract.v1 import policy_pb2 as pb
+from tellm.contract.v1 import policy_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOPOLOGY = ""
-
-
-@dataclass(frozen=True)
-class AppliedPolicy:
-    topology_id: str
-    policy: Policy
-    version: int = 0
-    applied_at_unix_seconds: float = 0.0
-    reason: str = ""
-    actor: str = ""
-    inherited_default: bool = False
-
-    def to_dict(self) -> dict:
-        return {"topology_id": self.topology_id, "policy": self.policy.to_dict(), "version": self.version,
-                "policy_vector": self.policy.to_vector().tolist(),
-                "applied_at_unix_seconds": self.applied_at_unix_seconds, "reason": self.reason,
-                "actor": self.actor, "inherited_default": self.inherited_default}
 
 
 @dataclass
@@ -119,38 +105,17 @@ class PolicyStore:
         return self.get(topology_id).policy.to_vector()
 
 
-#: The process-wide store that ``tellm serve`` uses unless it is given its own.
+#: The process-wide store, used where no store is given.
 DEFAULT_STORE = PolicyStore()
 
 
 def active_policy_vector(topology_id: str = DEFAULT_TOPOLOGY, store: PolicyStore | None = None) -> np.ndarray:
-    """float32 [4]: the policy vector for a Route request on ``topology_id`` that names no policy."""
+    """float32 [POLICY_DIM]: the policy vector for a Route request on ``topology_id`` that names no policy."""
     return (store or DEFAULT_STORE).active_policy_vector(topology_id)
 
 
 # --------------------------------------------------------------------------- gRPC glue
-def _pb():
-    from tellm.v1 import policy_pb2, policy_pb2_grpc
-
-    return policy_pb2, policy_pb2_grpc
-
-
-def applied_to_pb(a: AppliedPolicy):
-    pb, _ = _pb()
-    return pb.AppliedPolicy(topology_id=a.topology_id, policy_name=a.policy.name, params=dict(a.policy.params),
-                            policy_vector=a.policy.to_vector().tolist(), version=a.version,
-                            applied_at_unix_seconds=a.applied_at_unix_seconds, reason=a.reason, actor=a.actor,
-                            inherited_default=a.inherited_default)
-
-
-def applied_from_pb(m) -> AppliedPolicy:
-    return AppliedPolicy(m.topology_id, make_policy(m.policy_name, dict(m.params)), int(m.version),
-                         float(m.applied_at_unix_seconds), m.reason, m.actor, bool(m.inherited_default))
-
-
 def make_servicer(store: PolicyStore):
-    pb, pb_grpc = _pb()
-
     class PolicyServicer(pb_grpc.PolicyServiceServicer):
         def SetPolicy(self, request, context):
             try:
@@ -164,18 +129,13 @@ def make_servicer(store: PolicyStore):
             return pb.GetPolicyResponse(policy=applied_to_pb(store.get(request.topology_id)))
 
         def ListPolicies(self, request, context):
-            return pb.ListPoliciesResponse(policies=[
-                pb.PolicyDescription(name=d["name"], description=d["description"], params=[
-                    pb.ParamBounds(name=p["name"], min=p["min"], max=p["max"], default=p["default"],
-                                   description=p["description"]) for p in d["params"]])
-                for d in list_policies()])
+            return pb.ListPoliciesResponse(policies=policy_descriptions_to_pb(list_policies()))
 
     return PolicyServicer()
 
 
 def add_policy_service(server: grpc.Server, store: PolicyStore | None = None) -> PolicyStore:
     """Register PolicyService on ``server`` (e.g. the inference server) and return its store."""
-    _, pb_grpc = _pb()
     store = store or DEFAULT_STORE
     pb_grpc.add_PolicyServiceServicer_to_server(make_servicer(store), server)
     return store
@@ -192,52 +152,3 @@ def serve(address: str = "127.0.0.1:50052", store: PolicyStore | None = None, ma
         raise OSError(f"cannot bind the policy service to {address}")
     server.start()
     return server, port, store
-
-
-class PolicyServiceError(RuntimeError):
-    """PolicyService unreachable or refused the call (``code`` is the gRPC status code)."""
-
-    def __init__(self, code, message: str):
-        super().__init__(f"policy service: {code.name}: {message}")
-        self.code = code
-
-
-def _rpc(fn, *args, **kw):
-    try:
-        return fn(*args, **kw)
-    except grpc.RpcError as exc:
-        raise PolicyServiceError(exc.code(), exc.details() or exc.code().name) from None
-
-
-class PolicyClient:
-    """Client of PolicyService (the daemon, the MCP server and scripts use it); errors are PolicyServiceError."""
-
-    def __init__(self, address: str = "127.0.0.1:50051", timeout_seconds: float = 2.0):
-        _, pb_grpc = _pb()
-        self.address = address
-        self.timeout_seconds = timeout_seconds
-        self._channel = grpc.insecure_channel(address)
-        self._stub = pb_grpc.PolicyServiceStub(self._channel)
-
-    def set_policy(self, policy: Policy, topology_id: str = DEFAULT_TOPOLOGY, reason: str = "",
-                   actor: str = "") -> tuple[AppliedPolicy, AppliedPolicy]:
-        pb, _ = _pb()
-        r = _rpc(self._stub.SetPolicy, pb.SetPolicyRequest(topology_id=topology_id, policy_name=policy.name,
-                                                     params=dict(policy.params), reason=reason, actor=actor),
-                                 timeout=self.timeout_seconds)
-        return applied_from_pb(r.policy), applied_from_pb(r.previous)
-
-    def get_policy(self, topology_id: str = DEFAULT_TOPOLOGY) -> AppliedPolicy:
-        pb, _ = _pb()
-        return applied_from_pb(_rpc(self._stub.GetPolicy, pb.GetPolicyRequest(topology_id=topology_id),
-                                    timeout=self.timeout_seconds).policy)
-
-    def list_policies(self) -> list[dict]:
-        pb, _ = _pb()
-        r = _rpc(self._stub.ListPolicies, pb.ListPoliciesRequest(), timeout=self.timeout_seconds)
-        return [{"name": d.name, "description": d.description,
-                 "params": [{"name": p.name, "min": p.min, "max": p.max, "default": p.default,
-                             "description": p.description} for p in d.params]} for d in r.policies]
-
-    def close(self) -> None:
-        self._channel.close()

@@ -17,9 +17,10 @@ import numpy as np
 
 from tecore import PathSet, Topology, compute_paths
 from tecore.objectives import evaluate_objective, solve_policy_lp
+from tellm.contract.client import InferenceClient, InferenceError
+from tellm.contract.policies import POLICIES, PolicyError, list_policies, make_policy
 
 from .guard import ActionRejected, Actuator
-from .policies import POLICIES, PolicyError, list_policies, make_policy
 from .state import MluHistory, NetworkState, StateError, StateSource
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,6 @@ class WhatIf:
 
     def _route_model(self, reg: _Registered, demand: np.ndarray, vector: np.ndarray) -> tuple[np.ndarray, str] | None:
         if not self.inference_address:
-            return None
-        try:
-            from tellm.inference.client import InferenceClient, InferenceError
-        except ImportError as exc:  # inference client or its gRPC stubs not installed
-            log.info("inference client unavailable (%s); using the LP", exc)
             return None
         try:
             if self._client is None:

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TELLM_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3 python3-venv python3-pip openvswitch-switch mininet iperf3 iputils-ping ethtool
-              iproute2 prometheus docker-compose)
+              iproute2 prometheus docker.io docker-compose mmdebstrap)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -27,7 +27,7 @@ PY="$VENV/bin/python"
 stamp="$VENV/.tellm-installed"
 want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/proto/tellm/v1/*.proto | sha256sum | cut -c1-16)"
 # Reinstall also when the generated gRPC stubs are gone (git clean): the install regenerates them.
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! compgen -G "$ROOT/tellm/v1/*_pb2_grpc.py" >/dev/null; then
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! compgen -G "$ROOT/contract/v1/*_pb2_grpc.py" >/dev/null; then
   echo "bootstrap: installing tellm and its Python dependencies into $VENV" >&2
   # The CPU build of torch (training extra): pin it so pip never pulls a multi-GB CUDA build.
   "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>/dev/null \

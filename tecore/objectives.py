@@ -1,6 +1,6 @@
 """Per-policy TE objectives over candidate paths, and their LP optimum with HiGHS.
 
-The policy vector (see tellm.policy.policies) has two knobs; this module solves and evaluates
+The policy vector (see tellm.contract.policies) has two knobs; this module solves and evaluates
 the objective they define, exactly:
 
     minimise   U  +  lambda * S(x)

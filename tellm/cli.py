@@ -17,7 +17,7 @@ COMMAND_MODULES = [
     "tellm.commands.eval",
     "tellm.commands.paths",
     "tellm.commands.model",
-    "tellm.inference.cli",
+    "tellm.commands.serve",
     "tellm.commands.controller",
     "tellm.commands.policy",
     "tellm.commands.demo",

@@ -20,10 +20,11 @@ import pytest
 
 from tecore import PathSet, Topology, compute_paths
 
-from tellm.inference.client import InferenceClient
+from tellm.commands.serve import build_server
+from tellm.contract.client import InferenceClient
 from tellm.inference.reference_model import write_equal_split_model
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH
-from tellm.inference.server import InferenceServer, ServerConfig
+from tellm.inference.server import ServerConfig
 
 TEST_MODEL_ENV = "TELLM_TEST_MODEL"
 
@@ -96,13 +97,14 @@ def check_reply_contract(topo: Topology, paths: PathSet, demand_bps: np.ndarray,
 
 
 class RunningServer:
-    """An in-process server on a free loopback port, plus a client for it."""
+    """An in-process server on a free loopback port (built as ``tellm serve`` builds it, PolicyService
+    included), plus a client for it."""
 
     def __init__(self, model_path: Path, **config):
         config.setdefault("metrics_port", 0)
         config.setdefault("watch_interval_seconds", 0.1)
         config.setdefault("grace_seconds", 1.0)
-        self.server = InferenceServer(ServerConfig(model_path=model_path, host="127.0.0.1", port=0, **config))
+        self.server = build_server(ServerConfig(model_path=model_path, host="127.0.0.1", port=0, **config))
         self.port = self.server.start()
         self.address = f"127.0.0.1:{self.port}"
         self.client = InferenceClient(self.address, timeout_seconds=10.0, retries=2)

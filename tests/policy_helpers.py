@@ -1,9 +1,4 @@
-"""Shared helpers of the policy tests: tiny hand-solvable topologies and the generated policy stubs.
-
-setup.py's build hook generates tellm/v1/*_pb2*.py from every proto at install time;
-when they are missing, ``ensure_policy_stubs()`` generates policy.proto's stubs with grpcio-tools
-(git-ignored output, never committed).
-"""
+"""Shared helpers of the policy tests: tiny hand-solvable topologies, a fake clock, recorded states."""
 
 from __future__ import annotations
 
@@ -14,20 +9,6 @@ import numpy as np
 from tecore import PathSet, Topology
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def ensure_policy_stubs() -> None:
-    out = ROOT / "tellm" / "v1"
-    proto = ROOT / "proto" / "tellm" / "v1" / "policy.proto"
-    stub = out / "policy_pb2.py"
-    if stub.exists() and stub.stat().st_mtime >= proto.stat().st_mtime and (out / "policy_pb2_grpc.py").exists():
-        return
-    from grpc_tools import protoc
-
-    rc = protoc.main(["grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={ROOT}",
-                      f"--grpc_python_out={ROOT}", str(proto.relative_to(ROOT / "proto"))])
-    if rc != 0:
-        raise RuntimeError("grpc_tools.protoc failed on policy.proto")
 
 
 def triangle(capacity_bps: float = 10.0, latency_seconds: float = 1e-3) -> tuple[Topology, PathSet]:

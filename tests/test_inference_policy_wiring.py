@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from inference_support import RunningServer, demands, model_under_test, paths_for, ring_topology
 
-from tellm.policy.policies import make_policy
-from tellm.policy.service import PolicyClient
+from tellm.contract.policies import make_policy
+from tellm.contract.policy_client import PolicyClient
 
 
 @pytest.fixture(scope="module")

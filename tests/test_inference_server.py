@@ -15,18 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from inference_support import (RunningServer, big_ring, check_reply_contract, demands, model_under_test,
                                other_model, paths_for, ring_topology)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tecore import Topology
-from tellm.inference.client import (InferenceClient, InferenceRejected, InferenceUnavailable, StaleTopology,
+from tellm.contract.client import (InferenceClient, InferenceRejected, InferenceUnavailable, StaleTopology,
                                     TopologyHandle)
-from tellm.inference.codec import register_request, set_packed
+from tellm.contract.codec import register_request, set_packed
 from tellm.inference.reference_model import write_equal_split_model
-from tellm.v1 import traffic_engineering_service_pb2 as pb
-from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from tellm.contract.v1 import traffic_engineering_service_pb2 as pb
+from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_policies_by_name_and_vector(served, net, handle):
     _, paths = net
     d = demands(paths, seed=3)
     info = served.client.model_info()
-    assert "min-mlu" in info.policy_names and info.policy_dim >= 1
+    assert "min_mlu" in info.policy_names and info.policy_dim >= 1
     a = served.client.route(handle, d, policy="min-mlu")
     b = served.client.route(handle, d, policy=[0.0] * info.policy_dim)
     np.testing.assert_allclose(a.split, b.split)
@@ -294,6 +295,11 @@ def test_health_and_reflection(served):
         db = ProtoReflectionDescriptorDatabase(channel)
         services = db.get_services()
         assert "tellm.v1.TrafficEngineeringService" in services and "grpc.health.v1.Health" in services
+        # Every served service answers gRPC health by name (container healthchecks ask for each).
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("tellm.v1.TrafficEngineeringService", "tellm.v1.PolicyService"):
+            status = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING, name
         # The served schema, fetched over reflection (what grpcurl and Postman do).
         file_proto = db.FindFileContainingSymbol("tellm.v1.TrafficEngineeringService")
         service = next(sv for sv in file_proto.service if sv.name == "TrafficEngineeringService")
@@ -378,7 +384,7 @@ def test_model_card_version_and_named_policy(tmp_path, net):
     s = RunningServer(path, watch_interval_seconds=0)
     try:
         info = s.client.model_info()
-        assert info.version.startswith("card-7+") and set(info.policy_names) == {"min-mlu", "latency"}
+        assert info.version.startswith("card-7+") and set(info.policy_names) == {"min_mlu", "latency"}
         assert json.loads(info.card_json)["version"] == "card-7"
         h = s.client.register_topology(*net)
         reply = s.client.route(h, demands(net[1]), policy="latency")
@@ -408,7 +414,9 @@ def test_client_retries_until_the_server_comes_up(tmp_path, net):
 
     server = InferenceServer(ServerConfig(model_path=path, port=port, metrics_port=None, watch_interval_seconds=0))
     starter = threading.Timer(0.5, server.start)
-    client = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=2.0, retries=8, backoff_seconds=0.1)
+    # gRPC makes at most 5 attempts per call: 4 retries backing off 0.5, 1, 2, 2 s wait for the server's start.
+    client = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=2.0, retries=4, backoff_seconds=0.5,
+                             max_backoff_seconds=2.0)
     starter.start()
     try:
         handle = client.register_topology(*net)

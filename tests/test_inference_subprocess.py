@@ -14,7 +14,7 @@ import grpc
 import pytest
 from inference_support import check_reply_contract, demands, model_under_test, paths_for, ring_topology
 
-from tellm.inference.client import InferenceClient, StaleTopology
+from tellm.contract.client import InferenceClient, StaleTopology
 
 # Not "python -m tellm.cli": that runs cli.py as __main__, whose CLIError is another class than the one
 # the subcommands raise (so operator errors would print tracebacks). The console script does this.

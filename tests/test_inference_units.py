@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from inference_support import paths_for, ring_topology
 
 from tecore import link_loads
-from tellm.inference.codec import get_array, register_request, set_packed
+from tellm.contract.codec import get_array, register_request, set_packed
 from tellm.inference.errors import FailedPrecondition, InvalidArgument
 from tellm.inference.session import ModelError, load_model
 from tellm.inference.reference_model import write_equal_split_model
 from tellm.inference.topologies import TopologyStore, build_topology
-from tellm.v1 import traffic_engineering_service_pb2 as pb
+from tellm.contract.v1 import traffic_engineering_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,11 +151,11 @@ def test_wheel_build_generates_stubs(tmp_path):
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "*_pb2*.py", "*.pyi", "__pycache__", "build",
                                                              "*.egg-info", ".hypothesis", ".pytest_cache",
                                                              "benchmarks", "tests", ".cache", "out"))
-    assert not list((src / "tellm" / "v1").glob("*_pb2*.py"))
+    assert not list((src / "contract" / "v1").glob("*_pb2*.py"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("tellm-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for stub in ("traffic_engineering_service_pb2.py", "traffic_engineering_service_pb2_grpc.py"):
-        assert f"tellm/v1/{stub}" in names
+        assert f"tellm/contract/v1/{stub}" in names

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tecore import compute_paths, generate, load_topology
-from tellm.inference.features import INPUT_NAMES, FeatureError, onnx_inputs
+from tellm.contract.onnx_io import FeatureError, onnx_inputs
+from tellm.contract.vocabulary import INPUT_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_bad_inputs_are_named(abilene, kwargs, match):
 
 
 def test_inference_package_imports_without_torch():
-    code = ("import sys, tellm.inference, tellm.inference.features, tellm.inference.session, tellm.inference.server, "
-            "tellm.inference.recipe, tellm.commands.eval, tellm.commands.model; "
+    code = ("import sys, tellm.inference, tellm.contract.onnx_io, tellm.inference.session, tellm.inference.server, "
+            "tellm.inference.recipe, tellm.commands.eval, tellm.commands.model, tellm.commands.serve; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tecore import check_split, compute_paths, ecmp_mlu, generate, load_topology, solve_min_mlu
-from tellm.inference.features import onnx_inputs
+from tellm.contract.onnx_io import onnx_inputs
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH as DEFAULT_MODEL
 from tellm.inference.session import ModelError, load_model, sha256_file
 

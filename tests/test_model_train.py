@@ -74,7 +74,7 @@ def test_training_objective_is_tecores_policy_objective(data_dir, lam, h):
     from tecore import compute_paths, generate, load_topology
     from tecore.objectives import evaluate_objective
     from tellm.inference import dataset as ds
-    from tellm.inference.features import incidence_arrays
+    from tellm.contract.onnx_io import incidence_arrays
     from tellm.inference.train import _Dev, make_batch, policy_objective
 
     topo = load_topology("geant")

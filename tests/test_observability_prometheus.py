@@ -396,7 +396,7 @@ def _drive_inference(grpc_port: int, model: Path, tmp: Path, cleanup: contextlib
     """Traffic of the test's own (independent of the controller): steady Route calls, one rejected
     request (so the error series exist), one hot reload of the model file."""
     from tecore import compute_paths, load_topology
-    from tellm.inference.client import InferenceClient, InferenceRejected
+    from tellm.contract.client import InferenceClient, InferenceRejected
     from tellm.inference.reference_model import main as write_model
 
     topo = load_topology(TOPOLOGY)

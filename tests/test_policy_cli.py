@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
-from .policy_helpers import FIXTURES, ROOT, ensure_policy_stubs
+from .policy_helpers import FIXTURES, ROOT
 
-ensure_policy_stubs()
 
 from tellm.policy.service import PolicyStore, serve  # noqa: E402
 

@@ -9,15 +9,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .policy_helpers import FakeClock, ensure_policy_stubs, recorded_states
+from .policy_helpers import FakeClock, recorded_states
 
-ensure_policy_stubs()
 
 from tellm.policy.daemon import PolicyDaemon  # noqa: E402
 from tellm.policy.guard import ActionRejected, Actuator, AuditLog, GuardConfig  # noqa: E402
-from tellm.policy.policies import make_policy  # noqa: E402
+from tellm.contract.policies import make_policy  # noqa: E402
 from tellm.policy.rules import RuleConfig, RuleEngine, decide  # noqa: E402
-from tellm.policy.service import PolicyClient, PolicyStore, serve  # noqa: E402
+from tellm.contract.policy_client import PolicyClient  # noqa: E402
+from tellm.policy.service import PolicyStore, serve  # noqa: E402
 from tellm.policy.state import (ControllerStateSource, MluHistory, PrometheusStateSource,  # noqa: E402
                                 RecordedStateSource, StateError, parse_controller_state)
 from tellm.policy.tools import PolicyTools, ToolError, WhatIf  # noqa: E402

@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from .policy_helpers import FakeClock, ensure_policy_stubs, recorded_states
+from .policy_helpers import FakeClock, recorded_states
 
-ensure_policy_stubs()
 
 from tellm.policy.guard import Actuator, AuditLog, GuardConfig  # noqa: E402
 from tellm.policy.llm import LLMConfig, LLMEngine, LLMError  # noqa: E402
-from tellm.policy.service import PolicyClient, PolicyStore, serve  # noqa: E402
+from tellm.contract.policy_client import PolicyClient  # noqa: E402
+from tellm.policy.service import PolicyStore, serve  # noqa: E402
 from tellm.policy.state import MluHistory, RecordedStateSource  # noqa: E402
 from tellm.policy.tools import TOOL_NAMES, PolicyTools, WhatIf  # noqa: E402
 

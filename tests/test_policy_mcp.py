@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
-from .policy_helpers import FIXTURES, ROOT, ensure_policy_stubs
+from .policy_helpers import FIXTURES, ROOT
 
-ensure_policy_stubs()
 mcp = pytest.importorskip("mcp", reason="the llm extra (mcp) is not installed")
 
 from mcp import ClientSession  # noqa: E402

@@ -8,9 +8,9 @@ import pytest
 
 from tecore import compute_paths
 from tecore.objectives import evaluate_objective, solve_policy_lp
+from tellm.contract.policies import POLICIES, make_policy
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH as MODEL
 from tellm.inference.session import load_model
-from tellm.policy.policies import POLICIES, make_policy
 from tellm.policy.state import parse_controller_state
 from tellm.policy.tools import topology_from_state
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no shipped model inf
 
 
 def test_model_accepts_every_policy_vector():
-    features = pytest.importorskip("tellm.inference.features")
+    features = pytest.importorskip("tellm.contract.onnx_io")
     st = parse_controller_state(recorded_states()[-1])
     topo = topology_from_state(st.topology)
     paths = compute_paths(topo, k=4)
@@ -41,7 +41,7 @@ def test_model_is_conditioned_on_the_policy(data_dir):
     """The policy vector is learned, not decorative: on SNDlib GEANT (held out) the latency knob lowers the
     model's latency stretch, the headroom knob lowers its effective utilisation (both against the model's
     own min-MLU split), and each stays within 5 % of its policy's LP optimum."""
-    features = pytest.importorskip("tellm.inference.features")
+    features = pytest.importorskip("tellm.contract.onnx_io")
     from tecore import generate, load_topology, solve_min_mlu
 
     topo = load_topology("geant")

@@ -7,7 +7,7 @@ import pytest
 
 from tecore import PathSet, Topology, compute_paths, generate, load_topology, scale_to_mlu, solve_min_mlu
 from tecore.objectives import evaluate_objective, solve_policy_lp, solve_policy_vector
-from tellm.policy.policies import POLICIES, Policy, PolicyError, make_policy, policy_from_vector
+from tellm.contract.policies import POLICIES, Policy, PolicyError, make_policy, policy_from_vector
 
 from .policy_helpers import triangle
 

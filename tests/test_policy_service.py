@@ -8,13 +8,10 @@ import grpc
 import numpy as np
 import pytest
 
-from .policy_helpers import ensure_policy_stubs
 
-ensure_policy_stubs()
-
-from tellm.policy.policies import make_policy  # noqa: E402
-from tellm.policy.service import (PolicyClient, PolicyServiceError, PolicyStore, active_policy_vector,  # noqa: E402
-                                  serve)
+from tellm.contract.policies import make_policy  # noqa: E402
+from tellm.contract.policy_client import PolicyClient, PolicyServiceError  # noqa: E402
+from tellm.policy.service import PolicyStore, active_policy_vector, serve  # noqa: E402
 
 
 @pytest.fixture
@@ -50,8 +47,8 @@ def test_set_get_list_over_grpc(server):
 
 def test_out_of_bounds_and_unknown_are_invalid_argument(server):
     client, store, _ = server
-    import tellm.v1.policy_pb2 as pb
-    import tellm.v1.policy_pb2_grpc as pb_grpc
+    import tellm.contract.v1.policy_pb2 as pb
+    import tellm.contract.v1.policy_pb2_grpc as pb_grpc
 
     stub = pb_grpc.PolicyServiceStub(grpc.insecure_channel(client.address))
     for name, params, text in [("headroom", {"fraction": 0.7}, "'fraction' = 0.7 is outside [0, 0.5]"),

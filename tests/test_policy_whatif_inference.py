@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .policy_helpers import ensure_policy_stubs, recorded_states
+from .policy_helpers import recorded_states
 
-ensure_policy_stubs()
 server_mod = pytest.importorskip("tellm.inference.server", reason="the inference service is not installed")
 ref = pytest.importorskip("tellm.inference.reference_model", reason="the inference service is not installed")
 onnx = pytest.importorskip("onnx")

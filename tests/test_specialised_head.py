@@ -12,13 +12,13 @@ import pytest
 from tecore import compute_paths, load_topology
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH
 from tellm.inference.batcher import Batcher
-from tellm.inference.features import onnx_inputs
+from tellm.contract.onnx_io import onnx_inputs
 from tellm.inference.session import load_model
 from tellm.inference.specialise import FoldedWeights
 from tellm.inference.topologies import build_topology
 from tellm.inference.topology_head import TopologyHead
 
-from .inference_support import demands, paths_for, ring_topology
+from inference_support import demands, paths_for, ring_topology
 
 
 @pytest.fixture(scope="module")

@@ -97,8 +97,8 @@ def _provider_choice(text: str) -> str:
 def _model(topo, paths, args):
     """The TE head through ONNX Runtime (CPU unless --model-providers says otherwise)."""
     from tecore import check_split, split_mlu
+    from tellm.contract.onnx_io import onnx_inputs
     from tellm.inference.artifacts import DEFAULT_MODEL_PATH
-    from tellm.inference.features import onnx_inputs
     from tellm.inference.session import ModelError, load_model
 
     try:

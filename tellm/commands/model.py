@@ -86,7 +86,7 @@ def run_export(args) -> int:
     from tellm.inference.export import export_onnx, load_checkpoint, max_abs_diff_vs_torch, write_card
     import numpy as np
 
-    from tellm.inference.features import onnx_inputs
+    from tellm.contract.onnx_io import onnx_inputs
 
     if not args.checkpoint.exists():
         raise CLIError(f"{args.checkpoint}: no such checkpoint")

@@ -112,8 +112,8 @@ def _source(args):
 
 
 def build_tools(args, metrics=None):
+    from tellm.contract.policy_client import PolicyClient
     from tellm.policy.guard import Actuator, AuditLog, GuardConfig, PolicyMetrics
-    from tellm.policy.service import PolicyClient
     from tellm.policy.tools import PolicyTools, WhatIf
 
     try:
@@ -198,14 +198,14 @@ def _serve(args) -> int:
 
 
 def _client(args):
-    from tellm.policy.service import PolicyClient
+    from tellm.contract.policy_client import PolicyClient
 
     return PolicyClient(args.policy_service)
 
 
 def _call(fn):
-    from tellm.policy.policies import PolicyError
-    from tellm.policy.service import PolicyServiceError
+    from tellm.contract.policies import PolicyError
+    from tellm.contract.policy_client import PolicyServiceError
 
     try:
         return fn()
@@ -214,7 +214,7 @@ def _call(fn):
 
 
 def _list(args) -> int:
-    from tellm.policy.policies import list_policies
+    from tellm.contract.policies import list_policies
 
     doc = list_policies() if args.local else _call(lambda: _client(args).list_policies())
     print(json.dumps(doc, indent=2))
@@ -227,7 +227,7 @@ def _get(args) -> int:
 
 
 def _set(args) -> int:
-    from tellm.policy.policies import make_policy
+    from tellm.contract.policies import make_policy
 
     params = {}
     for kv in args.param:

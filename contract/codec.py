@@ -1,12 +1,12 @@
-"""Fast conversion between numpy arrays and the packed repeated fields of tellm.v1 messages, and
-between tecore objects and RegisterTopologyRequest.
+"""Conversions between Python objects and the tellm.v1 messages: numpy arrays and packed repeated
+fields, tecore objects and RegisterTopologyRequest, policies and PolicyService's messages.
 
-Why not just ``msg.field.extend(array)``: protobuf's Python API converts element by element, which
-costs ~35 ns per value (80 ms for Kdl's 2.27M split ratios) while the wire format of a packed field
-is simply ``tag, byte length, values``. These helpers write exactly that wire format with numpy and
-merge it into the message (``MergeFromString``), so the bytes on the wire are standard protobuf
-that any client decodes; reading back goes through ``np.asarray(msg.field)``, which upb serves at
-memory speed.
+Packed fields are written by hand rather than with ``msg.field.extend(array)``: protobuf's Python
+API converts element by element, which costs ~35 ns per value (80 ms for Kdl's 2.27M split ratios)
+while the wire format of a packed field is simply ``tag, byte length, values``. These helpers write
+exactly that wire format with numpy and merge it into the message (``MergeFromString``), so the
+bytes on the wire are standard protobuf that any client decodes; reading back goes through
+``np.asarray(msg.field)``, which upb serves at memory speed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+
+from .policies import AppliedPolicy, make_policy
+from .v1 import policy_pb2 as policy_pb
+from .v1 import traffic_engineering_service_pb2 as pb
 
 # Fixed-width scalar types: their packed payload is the little-endian array itself.
 _FIXED_DTYPES = {
@@ -102,8 +106,6 @@ def get_array(msg: Message, field_name: str, dtype) -> np.ndarray:
 
 def register_request(topo, paths, topology_id: str | None = None):
     """RegisterTopologyRequest for a tecore Topology and PathSet (pairs and paths keep their order)."""
-    from tellm.v1 import traffic_engineering_service_pb2 as pb
-
     if paths.num_links != topo.num_links or paths.num_nodes != topo.num_nodes:
         raise ValueError(f"path set has {paths.num_nodes} nodes / {paths.num_links} links, "
                          f"topology {topo.name!r} has {topo.num_nodes} / {topo.num_links}")
@@ -117,3 +119,30 @@ def register_request(topo, paths, topology_id: str | None = None):
     set_packed(req.paths, "path_link_counts", np.diff(paths.path_ptr))
     set_packed(req.paths, "path_link_ids", paths.path_links)
     return req
+
+
+# --------------------------------------------------------------------------- PolicyService messages
+def applied_to_pb(a: AppliedPolicy) -> policy_pb.AppliedPolicy:
+    return policy_pb.AppliedPolicy(topology_id=a.topology_id, policy_name=a.policy.name, params=dict(a.policy.params),
+                                   policy_vector=a.policy.to_vector().tolist(), version=a.version,
+                                   applied_at_unix_seconds=a.applied_at_unix_seconds, reason=a.reason, actor=a.actor,
+                                   inherited_default=a.inherited_default)
+
+
+def applied_from_pb(m: policy_pb.AppliedPolicy) -> AppliedPolicy:
+    return AppliedPolicy(m.topology_id, make_policy(m.policy_name, dict(m.params)), int(m.version),
+                         float(m.applied_at_unix_seconds), m.reason, m.actor, bool(m.inherited_default))
+
+
+def policy_descriptions_to_pb(descriptions: list[dict]) -> list[policy_pb.PolicyDescription]:
+    """``list_policies()`` dicts as ListPoliciesResponse entries."""
+    return [policy_pb.PolicyDescription(name=d["name"], description=d["description"], params=[
+        policy_pb.ParamBounds(name=p["name"], min=p["min"], max=p["max"], default=p["default"],
+                              description=p["description"]) for p in d["params"]]) for d in descriptions]
+
+
+def policy_descriptions_from_pb(descriptions) -> list[dict]:
+    """Inverse of ``policy_descriptions_to_pb``: the dicts ``list_policies()`` returns."""
+    return [{"name": d.name, "description": d.description,
+             "params": [{"name": p.name, "min": p.min, "max": p.max, "default": p.default,
+                         "description": p.description} for p in d.params]} for d in descriptions]

@@ -1,20 +1,14 @@
 """The TE head's ONNX inputs, built from a tecore Topology and PathSet (numpy only, no torch).
 
-The input names, dtypes and shapes are the contract between the TE head and its callers
-(the model card lists them); the inference service, the controller and the benchmarks all build them through
-``onnx_inputs`` so that one place decides the layout.
+The input names and types are in ``tellm.contract.vocabulary``; training, export, evaluation and
+the benchmarks build the arrays through ``onnx_inputs`` so that one place decides their layout.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-#: Input names of the ONNX model, in the order the graph declares them.
-INPUT_NAMES = ("demand_bps", "capacity_bps", "latency_seconds", "link_up", "path_pair", "inc_path",
-               "inc_link", "policy")
-#: Output names of the ONNX model.
-OUTPUT_NAMES = ("split", "link_load_bps", "mlu")
-POLICY_SIZE = 4
+from .vocabulary import POLICY_DIM
 
 
 class FeatureError(ValueError):
@@ -33,8 +27,8 @@ def onnx_inputs(topo, paths, demand_bps, link_up=None, policy=None) -> dict[str,
     """The ONNX input dict for one traffic matrix.
 
     ``demand_bps`` is either the per-pair demand [P] (pair order of ``paths``) or a dense [N, N]
-    traffic matrix (or a tecore TrafficMatrix). ``link_up`` [L] defaults to all links up; ``policy`` [4]
-    defaults to zeros (plain min-MLU).
+    traffic matrix (or a tecore TrafficMatrix). ``link_up`` [L] defaults to all links up; ``policy``
+    [POLICY_DIM] defaults to zeros (plain min-MLU).
     """
     if paths.num_links != topo.num_links or paths.topology_hash != topo.content_hash:
         raise FeatureError("the path set was not built for this topology")
@@ -57,11 +51,11 @@ def onnx_inputs(topo, paths, demand_bps, link_up=None, policy=None) -> dict[str,
         if not np.all((up == 0) | (up == 1)):
             raise FeatureError("link_up entries must be 0 (down) or 1 (up)")
     if policy is None:
-        pol = np.zeros(POLICY_SIZE, dtype=np.float32)
+        pol = np.zeros(POLICY_DIM, dtype=np.float32)
     else:
         pol = np.asarray(policy, dtype=np.float32).reshape(-1)
-        if pol.shape != (POLICY_SIZE,) or not np.all(np.isfinite(pol)):
-            raise FeatureError(f"policy must be {POLICY_SIZE} finite numbers")
+        if pol.shape != (POLICY_DIM,) or not np.all(np.isfinite(pol)):
+            raise FeatureError(f"policy must be {POLICY_DIM} finite numbers")
     path_pair, inc_path, inc_link = incidence_arrays(paths)
     return {
         "demand_bps": d.astype(np.float32),

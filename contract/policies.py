@@ -1,15 +1,18 @@
 """Policies as data: named TE objectives with bounded parameters, and their policy vectors.
 
-This module is the single place for policy names, parameter bounds and the mapping to the TE head's
-``policy`` input (float32 [4]):
+This module is the single place for policy names and parameter bounds; the vector layout it maps
+them to (the TE head's ``policy`` input, float32 [POLICY_DIM]) is in ``tellm.contract.vocabulary``:
 
-- ``policy[0]`` = latency penalty weight lambda in [0, 1]   (``latency_aware``)
-- ``policy[1]`` = burst fraction h in [0, 0.5]               (``headroom``: every pair may surge by h
-  of its demand; each link keeps room for the surge of the largest pair it carries)
-- ``policy[2]``, ``policy[3]`` = reserved, always 0.
+- ``policy[LATENCY_SLOT]`` = latency penalty weight lambda in [0, 1]   (``latency_aware``)
+- ``policy[HEADROOM_SLOT]`` = burst fraction h in [0, 0.5]              (``headroom``: every pair may
+  surge by h of its demand; each link keeps room for the surge of the largest pair it carries)
+- the other slots are reserved, always 0.
 
-All zeros is plain min-MLU. The same objectives are solved exactly by ``tecore.objectives``.
-Torch-free and gRPC-free: the daemon, the gRPC servicer, the MCP server and the LP all import it.
+All zeros is plain min-MLU (``min_mlu``). The same objectives are solved exactly by
+``tecore.objectives``. Names are spelt with underscores everywhere (model card, Route, GetModelInfo,
+PolicyService, the daemon); ``canonical_name`` also accepts the hyphenated spelling on input
+(``min-mlu``). Torch-free and gRPC-free: the daemon, the servicers, the MCP server and the LP all
+import it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-POLICY_DIM = 4
-LATENCY_SLOT = 0
-HEADROOM_SLOT = 1
+from .vocabulary import HEADROOM_SLOT, LATENCY_SLOT, POLICY_DIM
 
 
 class PolicyError(ValueError):
@@ -97,7 +98,8 @@ class Policy:
         if unknown:
             raise PolicyError(f"policy {self.name!r} has no parameter {unknown[0]!r} "
                               f"(its parameters: {', '.join(p.name for p in spec.params) or 'none'})")
-        clean = {p.name: p.validate(self.name, given.get(p.name, p.default)) for p in spec.params}
+        clean = {p.name: p.validate(spec.name, given.get(p.name, p.default)) for p in spec.params}
+        object.__setattr__(self, "name", spec.name)
         object.__setattr__(self, "params", clean)
 
     @property
@@ -127,18 +129,23 @@ class Policy:
         return f"{self.name}({inner})" if inner else self.name
 
 
+def canonical_name(name: str) -> str:
+    """The one spelling of a policy name: underscores, so ``min-mlu`` (hyphenated input) is ``min_mlu``."""
+    return name.strip().replace("-", "_")
+
+
 def get_spec(name: Any) -> PolicySpec:
-    if not isinstance(name, str) or name not in POLICIES:
+    spec = POLICIES.get(canonical_name(name)) if isinstance(name, str) else None
+    if spec is None:
         raise PolicyError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
-    return POLICIES[name]
+    return spec
 
 
 def make_policy(name: Any, params: Mapping[str, Any] | None = None) -> Policy:
     """Build and validate a policy from untrusted input (an RPC, a tool call, a CLI flag)."""
     if params is not None and not isinstance(params, Mapping):
         raise PolicyError(f"policy parameters must be an object of name -> number, got {params!r}")
-    get_spec(name)
-    return Policy(name, dict(params or {}))
+    return Policy(get_spec(name).name, dict(params or {}))
 
 
 def policy_from_vector(vec: np.ndarray) -> Policy:
@@ -157,3 +164,26 @@ def policy_from_vector(vec: np.ndarray) -> Policy:
 
 def list_policies() -> list[dict]:
     return [s.to_dict() for s in POLICIES.values()]
+
+
+#: Topology id of the default policy (applies to every topology without its own).
+DEFAULT_TOPOLOGY = ""
+
+
+@dataclass(frozen=True)
+class AppliedPolicy:
+    """A policy as applied to one topology (PolicyService's AppliedPolicy message)."""
+
+    topology_id: str
+    policy: Policy
+    version: int = 0
+    applied_at_unix_seconds: float = 0.0
+    reason: str = ""
+    actor: str = ""
+    inherited_default: bool = False
+
+    def to_dict(self) -> dict:
+        return {"topology_id": self.topology_id, "policy": self.policy.to_dict(), "version": self.version,
+                "policy_vector": self.policy.to_vector().tolist(),
+                "applied_at_unix_seconds": self.applied_at_unix_seconds, "reason": self.reason,
+                "actor": self.actor, "inherited_default": self.inherited_default}

@@ -1,24 +1,26 @@
 """Client of the tellm inference service (the controller and the policy daemon use it).
 
-    from tellm.inference.client import InferenceClient
+    from tellm.contract.client import InferenceClient
     client = InferenceClient("127.0.0.1:50051", timeout_seconds=1.0, retries=2)
     handle = client.register_topology(topo, paths)          # once, and again after a topology change
     reply = client.route(handle, demand_bps, link_up=None, policy=None)
     reply.split, reply.link_load_bps, reply.mlu, reply.model_version, reply.server_seconds
 
 Every call has a deadline (``timeout_seconds``; registration gets ``register_timeout_seconds``
-because Kdl-size path sets take seconds to send and index). UNAVAILABLE (server down, restarting,
-no model) is retried ``retries`` times with exponential backoff and jitter, each attempt with a
-fresh deadline. Errors surface as two exception types: ``InferenceUnavailable`` (unreachable,
-deadline passed, shutting down: try again later or fall back) and ``InferenceRejected`` (the
-server refused the request: fix it; ``.code`` says why). ``StaleTopology`` is the rejection a
-controller handles by registering again (unknown id after a server restart, or an old version).
+because Kdl-size path sets take seconds to send and index). UNAVAILABLE (server down, restarting, no
+model) is retried ``retries`` times by gRPC's own retry policy (the channel's service config):
+exponential backoff from ``backoff_seconds`` doubling up to ``max_backoff_seconds``, with jitter;
+gRPC allows at most 5 attempts per call, so ``retries`` above 4 count as 4. The deadline of a call
+covers its retries: it is the call's timeout plus the longest the backoff can wait. Errors surface
+as two exception types: ``InferenceUnavailable`` (unreachable, deadline passed, shutting down: try
+again later or fall back) and ``InferenceRejected`` (the server refused the request: fix it;
+``.code`` says why). ``StaleTopology`` is the rejection a controller handles by registering again
+(unknown id after a server restart, or an old version).
 """
 
 from __future__ import annotations
 
-import random
-import time
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,13 +28,15 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tellm.v1 import traffic_engineering_service_pb2 as pb
-from tellm.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
-
 from .codec import get_array, register_request, set_packed
+from .v1 import traffic_engineering_service_pb2 as pb
+from .v1 import traffic_engineering_service_pb2_grpc as pb_grpc
+from .vocabulary import DEFAULT_INFERENCE_ADDRESS, MAX_MESSAGE_BYTES, TE_SERVICE_NAME
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-SERVICE_NAME = "tellm.v1.TrafficEngineeringService"
+#: gRPC's limit on attempts per call (the retry policy's maxAttempts is clamped to it).
+MAX_ATTEMPTS = 5
+#: gRPC's retry backoff is jittered by +-20 %.
+_BACKOFF_JITTER = 0.2
 
 
 class InferenceError(Exception):
@@ -74,25 +78,54 @@ class RouteReply:
     server_seconds: float
 
 
+def retry_service_config(retries: int, backoff_seconds: float, max_backoff_seconds: float) -> dict:
+    """Service config retrying UNAVAILABLE on every TrafficEngineeringService method (health probes
+    are not retried); no retry policy at all when ``retries`` is 0."""
+    method: dict = {"name": [{"service": TE_SERVICE_NAME}]}
+    if retries > 0:
+        method["retryPolicy"] = {
+            "maxAttempts": min(retries + 1, MAX_ATTEMPTS),
+            "initialBackoff": f"{backoff_seconds:.6f}s",
+            "maxBackoff": f"{max(max_backoff_seconds, backoff_seconds):.6f}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return {"methodConfig": [method]}
+
+
+def retry_budget_seconds(retries: int, backoff_seconds: float, max_backoff_seconds: float) -> float:
+    """The longest the retry policy's backoff can wait in one call (added to each call's deadline)."""
+    delays = [min(max(max_backoff_seconds, backoff_seconds), backoff_seconds * 2 ** k)
+              for k in range(min(retries, MAX_ATTEMPTS - 1))]
+    return sum(delays) * (1 + _BACKOFF_JITTER)
+
+
 class InferenceClient:
-    def __init__(self, address: str = "127.0.0.1:50051", timeout_seconds: float = 1.0, retries: int = 2,
+    def __init__(self, address: str = DEFAULT_INFERENCE_ADDRESS, timeout_seconds: float = 1.0, retries: int = 2,
                  *, register_timeout_seconds: float = 120.0, backoff_seconds: float = 0.05,
                  max_backoff_seconds: float = 1.0):
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be > 0")
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if retries and backoff_seconds <= 0:
+            raise ValueError("backoff_seconds must be > 0 when retrying")
         self.address = address
         self.timeout_seconds = timeout_seconds
         self.register_timeout_seconds = max(register_timeout_seconds, timeout_seconds)
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self._retry_budget_seconds = retry_budget_seconds(retries, backoff_seconds, max_backoff_seconds)
         self._channel = grpc.insecure_channel(address, options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            # Fail fast while the server is down (retries here do the backoff), but do not wait the
-            # default 120 s+ between reconnection attempts after a restart.
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(retry_service_config(retries, backoff_seconds, max_backoff_seconds))),
+            # gRPC retries a call only while its request is still buffered: keep the largest one.
+            ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE_BYTES),
+            # Fail fast while the server is down (the retry policy does the backoff), but do not
+            # wait the default 120 s+ between reconnection attempts after a restart.
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ])
@@ -101,22 +134,15 @@ class InferenceClient:
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, method, request, timeout_seconds: float):
-        attempt = 0
-        while True:
-            try:
-                return method(request, timeout=timeout_seconds)
-            except grpc.RpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** attempt)
-                    time.sleep(delay * random.uniform(0.5, 1.0))
-                    attempt += 1
-                    continue
-                if code in _UNAVAILABLE_CODES:
-                    raise InferenceUnavailable(code, details or code.name) from None
-                if code == grpc.StatusCode.FAILED_PRECONDITION and "topology" in details:
-                    raise StaleTopology(code, details) from None
-                raise InferenceRejected(code, details) from None
+        try:
+            return method(request, timeout=timeout_seconds + self._retry_budget_seconds)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            if code in _UNAVAILABLE_CODES:
+                raise InferenceUnavailable(code, details or code.name) from None
+            if code == grpc.StatusCode.FAILED_PRECONDITION and "topology" in details:
+                raise StaleTopology(code, details) from None
+            raise InferenceRejected(code, details) from None
 
     # ------------------------------------------------------------------ API
     def register_topology(self, topo, paths, topology_id: str | None = None) -> TopologyHandle:
@@ -164,7 +190,7 @@ class InferenceClient:
     def health(self) -> bool:
         """True when the server answers SERVING for the TE service (no retries: a probe)."""
         try:
-            reply = self._health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME),
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=TE_SERVICE_NAME),
                                        timeout=self.timeout_seconds)
         except grpc.RpcError:
             return False

@@ -1,4 +1,9 @@
-"""``tellm serve``: the inference service (gRPC over ONNX Runtime)."""
+"""``tellm serve``: the inference service (gRPC over ONNX Runtime) with PolicyService beside it.
+
+The command composes the two services: the inference server gets the policy store's lookup for
+Route requests that name no policy, and hosts PolicyService on the same port; neither package
+imports the other.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="run the inference service (gRPC, ONNX Runtime)",
-        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus grpc.health.v1 "
-                    "and server reflection). Controllers register a topology once, then send traffic "
-                    "matrices and get split ratios back. Runs on CUDAExecutionProvider when onnxruntime-gpu "
-                    "and a GPU are present, else on the CPU. The model file is watched and reloaded when it "
+        description="Serve the TE model over gRPC (tellm.v1.TrafficEngineeringService, plus "
+                    "tellm.v1.PolicyService for the active TE policy, grpc.health.v1 and server reflection). "
+                    "Controllers register a topology once, then send traffic matrices and get split ratios "
+                    "back. Runs on CUDAExecutionProvider when onnxruntime-gpu and a GPU are present, else on "
+                    "the CPU. The model file is watched and reloaded when it "
                     "changes (replace it atomically: write a temp file, then rename). SIGTERM/SIGINT shut "
                     "down gracefully.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -53,12 +59,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def build_server(config, policy_state_file: str | Path | None = None):
+    """An InferenceServer (not started) for ``config`` that hosts PolicyService and routes requests
+    without a policy by the policy store's active policy (kept in ``policy_state_file`` when given)."""
+    from tellm.contract.vocabulary import POLICY_SERVICE_NAME
+    from tellm.inference.server import HostedService, InferenceServer
+    from tellm.policy.service import PolicyStore, add_policy_service
+
+    store = PolicyStore(state_file=policy_state_file)
+    policy_service = HostedService(POLICY_SERVICE_NAME, lambda server: add_policy_service(server, store))
+    return InferenceServer(config, policy_lookup=store.active_policy_vector, services=[policy_service])
+
+
 def run(args) -> int:
     from tellm.errors import CLIError
-
-    from .artifacts import DEFAULT_MODEL_PATH
-    from .session import ModelError
-    from .server import ServerConfig, serve
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+    from tellm.inference.server import ServerConfig, serve
+    from tellm.inference.session import ModelError
 
     model = args.model or DEFAULT_MODEL_PATH
     if not model.exists():
@@ -75,8 +92,7 @@ def run(args) -> int:
                           ort_threads=args.ort_threads, specialise=args.specialise, max_batch=args.max_batch,
                           batch_window_seconds=args.batch_window,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
-                          max_topologies=args.max_topologies,
-                          policy_state_file=str(args.policy_state) if args.policy_state else None)
+                          max_topologies=args.max_topologies)
 
     def ready(server) -> None:
         m = server.models.current
@@ -85,7 +101,7 @@ def run(args) -> int:
               f"provider={m.provider} model_version={m.version}", flush=True)
 
     try:
-        return serve(config, ready=ready)
+        return serve(build_server(config, args.policy_state), ready=ready)
     except ModelError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:

@@ -1,1 +1,0 @@
-"""Generated gRPC stubs for proto/tellm/v1 (built by grpcio-tools; see tellm.v1 build notes)."""
