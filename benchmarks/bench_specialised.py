@@ -62,11 +62,9 @@ def main() -> int:
     import onnx
     import onnxruntime as ort
 
-    from tecore import compute_paths, generate, load_topology
     from tellm.inference.artifacts import DEFAULT_MODEL_PATH
     from tellm.inference.session import load_model
     from tellm.inference.specialise import FoldedWeights
-    from tellm.inference.topology_head import TopologyHead
 
     if a.provider == "cuda":
         ort.preload_dlls()
@@ -80,68 +78,80 @@ def main() -> int:
            "provider": gen.provider, "onnxruntime": ort.__version__, "cores": os.cpu_count(),
            "load_average_start": os.getloadavg(), "model_version": gen.version, "rows": []}
 
-    def timed(fn, n):
-        ts = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1e3)
-        return ts
-
     for name in a.topologies:
-        topo = load_topology(name)
-        paths = (bench.replicated_shortest_paths(topo, 4) if name in a.synthetic_paths
-                 else compute_paths(topo, k=4, strategy=a.paths_strategy))
-        arrays = register(topo, paths)
-        tms = [tm.pair_demands(paths.pairs).astype(np.float32) for tm in generate(topo, "gravity", 2, seed=7)]
-        up = np.ones(topo.num_links, np.float32)
-        up[int(np.argmax(np.bincount(arrays.inc_link, minlength=topo.num_links)))] = 0.0  # busiest link down
-        policy = np.float32([0.3, 0.2, 0, 0])
-        static = {"capacity_bps": arrays.capacity_bps, "latency_seconds": arrays.latency_seconds,
-                  "path_pair": arrays.path_pair, "inc_path": arrays.inc_path, "inc_link": arrays.inc_link}
-
-        def generic(d, u, pol):
-            return gen.run_bound(arrays, static, {"demand_bps": d, "link_up": u, "policy": pol})
-
-        t0 = time.perf_counter()
-        generic(tms[0], up * 0 + 1, policy * 0)
-        generic_first = (time.perf_counter() - t0) * 1e3
-        head = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.layout)
-        t0 = time.perf_counter()
-        head.run(tms[0][None], np.ones((1, topo.num_links), np.float32), np.zeros((1, 4), np.float32))
-        first = (time.perf_counter() - t0) * 1e3
-        g = generic(tms[1], up, policy)
-        n = head.run(tms[1][None], up[None], policy[None])
-        row = {"topology": name, "pairs": paths.num_pairs, "paths": paths.num_paths,
-               "path_link_entries": int(paths.path_links.size), "layout": head.tables.layout, "k": head.tables.k,
-               "h": head.tables.h, "tables_mb": head.tables.nbytes / 1e6, "build_s": head.build_seconds,
-               "first_run_ms": first, "generic_first_run_ms": generic_first,
-               "check_link_down_policy": check(arrays, g, {k: v[0] for k, v in n.items()})}
-        d1, u1, p1 = tms[0][None], np.ones((1, topo.num_links), np.float32), np.zeros((1, 4), np.float32)
-        runs = a.runs if paths.path_links.size < 20e6 else max(3, a.runs // 4)
-        old, new = [], []
-        for _ in range(runs):  # alternate: load on a shared machine hits both alike
-            old += timed(lambda: generic(tms[0], u1[0], p1[0]), 1)
-            new += timed(lambda: head.run(d1, u1, p1), 1)
-        row.update(generic_ms=statistics.median(old), specialised_ms=statistics.median(new),
-                   specialised_p99_ms=float(np.percentile(new, 99)))
-        if head.graph_session is not None:
-            gs, head.graph_session = head.graph_session, None
-            row["specialised_no_cuda_graph_ms"] = statistics.median(timed(lambda: head.run(d1, u1, p1), runs))
-            head.graph_session = gs
-        for b in a.batches:
-            if b * head.tables.num_pairs * head.tables.k > (1 << 23):
-                continue
-            db, ub, pb = (np.repeat(x, b, axis=0) for x in (d1, u1, p1))
-            head.run(db, ub, pb)
-            row[f"batch{b}_ms_per_tm"] = statistics.median(timed(lambda: head.run(db, ub, pb), max(3, runs // 2))) / b
-        row["load_average"] = os.getloadavg()
+        try:
+            row = one_topology(name, a, gen, weights, bench.replicated_shortest_paths)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next topology
+            row = {"topology": name, "error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(row), flush=True)
         doc["rows"].append(row)
         if a.out:
             a.out.write_text(json.dumps(doc, indent=2) + "\n")
-        del head
     return 0
+
+
+def timed(fn, n: int) -> list[float]:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return ts
+
+
+def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
+    from tecore import compute_paths, generate, load_topology
+    from tellm.inference.topology_head import TopologyHead
+
+    topo = load_topology(name)
+    paths = (replicated_shortest_paths(topo, 4) if name in a.synthetic_paths
+             else compute_paths(topo, k=4, strategy=a.paths_strategy))
+    arrays = register(topo, paths)
+    tms = [tm.pair_demands(paths.pairs).astype(np.float32) for tm in generate(topo, "gravity", 2, seed=7)]
+    up = np.ones(topo.num_links, np.float32)
+    up[int(np.argmax(np.bincount(arrays.inc_link, minlength=topo.num_links)))] = 0.0  # busiest link down
+    policy = np.float32([0.3, 0.2, 0, 0])
+    static = {"capacity_bps": arrays.capacity_bps, "latency_seconds": arrays.latency_seconds,
+              "path_pair": arrays.path_pair, "inc_path": arrays.inc_path, "inc_link": arrays.inc_link}
+
+    def generic(d, u, pol):
+        return gen.run_bound(arrays, static, {"demand_bps": d, "link_up": u, "policy": pol})
+
+    d1, u1, p1 = tms[0][None], np.ones((1, topo.num_links), np.float32), np.zeros((1, 4), np.float32)
+    t0 = time.perf_counter()
+    generic(d1[0], u1[0], p1[0])
+    generic_first = (time.perf_counter() - t0) * 1e3
+    head = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.layout)
+    t0 = time.perf_counter()
+    head.run(d1, u1, p1)
+    first = (time.perf_counter() - t0) * 1e3
+    g = generic(tms[1], up, policy)
+    n = head.run(tms[1][None], up[None], policy[None])
+    row = {"topology": name, "pairs": paths.num_pairs, "paths": paths.num_paths,
+           "path_link_entries": int(paths.path_links.size), "paths_kind": paths.strategy, "layout": head.tables.layout,
+           "k": head.tables.k, "h": head.tables.h, "tables_mb": head.tables.nbytes / 1e6,
+           "build_s": head.build_seconds, "first_run_ms": first, "generic_first_run_ms": generic_first,
+           "cuda_graph": head.graph_session is not None,
+           "check_link_down_policy": check(arrays, g, {k: v[0] for k, v in n.items()})}
+    runs = a.runs if paths.path_links.size < 20e6 else max(3, a.runs // 4)
+    old, new = [], []
+    for _ in range(runs):  # alternate: load on a shared machine hits both alike
+        old += timed(lambda: generic(d1[0], u1[0], p1[0]), 1)
+        new += timed(lambda: head.run(d1, u1, p1), 1)
+    row.update(generic_ms=statistics.median(old), specialised_ms=statistics.median(new),
+               generic_p99_ms=float(np.percentile(old, 99)), specialised_p99_ms=float(np.percentile(new, 99)))
+    if head.graph_session is not None:
+        gs, head.graph_session = head.graph_session, None
+        row["specialised_no_cuda_graph_ms"] = statistics.median(timed(lambda: head.run(d1, u1, p1), runs))
+        head.graph_session = gs
+    for b in a.batches:
+        if b * head.tables.num_pairs * head.tables.k > (1 << 23):
+            continue
+        db, ub, pb = (np.repeat(x, b, axis=0) for x in (d1, u1, p1))
+        head.run(db, ub, pb)
+        row[f"batch{b}_ms_per_tm"] = statistics.median(timed(lambda: head.run(db, ub, pb), max(3, runs // 2))) / b
+    row["load_average"] = os.getloadavg()
+    return row
 
 
 if __name__ == "__main__":

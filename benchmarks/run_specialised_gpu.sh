@@ -6,6 +6,7 @@
 # measured side by side in this one call. Writes JSON and logs into $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/work; t0=$(date +%s)
+[[ -n "${CACHE_SEED:-}" && -d "$CACHE_SEED" ]] && mkdir -p /tmp/cache && cp -rn "$CACHE_SEED"/* /tmp/cache/
 [[ -d /tmp/ortsite/onnxruntime ]] || { mkdir -p /tmp/ortsite && cat /tmp/pl/ortpart* | zstd -d | tar -x -C /tmp/ortsite; } || exit 3
 [[ -d /tmp/site/grpc ]] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/pl/*.whl || exit 5
 rm -rf /tmp/pkg && mkdir -p /tmp/pkg && cp -r "$SRC_DIR"/tecore "$SRC_DIR"/tellm /tmp/pkg/ &&
@@ -21,6 +22,6 @@ timeout -k 5 ${MODEL_LIMIT:-200} python3 $B/bench_specialised.py --provider cuda
 for lab in new old; do X=""; [[ $lab == old ]] && X="--no-specialise"
   timeout -k 5 ${SERVE_LIMIT:-80} python3 $B/bench_inference.py --provider cuda --model $SRC_DIR/inference/models/tellm-te.onnx \
     --paths-strategy shortest --topologies Abilene geant Cogentco --concurrency 1 8 32 --requests 300 --seconds 3 \
-    --timeout 60 --max-parallel-runs 1 --serve-args "$X" --out "$OUT/served_cuda_$lab.json" 2>&1 | grep -v '^\s*$' | cut -c1-300 | head -30
+    --timeout 60 --max-parallel-runs 1 --serve-args="$X" --out "$OUT/served_cuda_$lab.json" 2>&1 | grep -v '^\s*$' | cut -c1-300 | head -30
 done
 echo "done in $(( $(date +%s) - t0 )) s"

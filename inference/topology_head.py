@@ -131,7 +131,7 @@ class TopologyHead:
             for name, arr in feeds.items():
                 ins[name].update_inplace(arr)
             self.graph_session.run_with_iobinding(binding)
-            return {name: outs[name].numpy() for name in OUTPUTS}
+            return dict(zip(OUTPUTS, binding.copy_outputs_to_cpu()))
 
 
 @dataclass(eq=False)
