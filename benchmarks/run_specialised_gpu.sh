@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU DEVICE MACHINE (see benchmarks/README.md, "Per-topology specialised head").
 # Payload (earlier call in the same machine session, or this one): /tmp/pl/ortpart* (onnxruntime-gpu,
-# sm_90 kernels only, as a zstd tar of its site directory) and gRPC/protobuf wheels; SRC_DIR holds this
+# sm_90 kernels only, as a zstd tar of its site directory) and gRPC/protobuf/highspy wheels; SRC_DIR holds this
 # repository's packages and DATA_DIR the topology files. Old (generic graph) and new (specialised) are
 # measured side by side in this one call. Writes JSON and logs into $OUT.
 set -uo pipefail
