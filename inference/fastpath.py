@@ -18,7 +18,6 @@ import numpy as np
 
 from .batcher import Batcher
 from .session import _cuda_thread
-from .topology_head import HeadCache, TopologyHead
 
 log = logging.getLogger("tellm.inference.fastpath")
 
@@ -36,16 +35,25 @@ class FastPath:
     window_seconds: float = 0.0
     threads: int = 0
     cuda_graph: bool = True
-    cache: HeadCache = field(init=False)
+    cache: object | None = field(init=False)  # topology_head.HeadCache; None: generic graph only
     batcher: Batcher = field(init=False)
     _failed: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
-        self.cache = HeadCache(threads=self.threads, cuda_graph=self.cuda_graph)
         self.batcher = Batcher(window_seconds=self.window_seconds)
+        try:
+            from .topology_head import HeadCache
+        except ImportError as exc:  # e.g. the onnx package missing: the generic graph still serves
+            log.warning("per-topology graphs are off (%s); serving the generic graph", exc)
+            self.cache = None
+        else:
+            self.cache = HeadCache(threads=self.threads, cuda_graph=self.cuda_graph)
 
-    def prepare(self, model, topo, topology_id: str = "") -> TopologyHead | None:
-        """The topology's head for ``model`` (built now if needed); None: serve the generic graph."""
+    def prepare(self, model, topo, topology_id: str = ""):
+        """The topology's head (topology_head.TopologyHead) for ``model``, built now if needed; None: serve
+        the generic graph."""
+        if self.cache is None:
+            return None
         head = self.cache.get(model, topo)
         if head is not None or topo in self._failed.get(model, ()):
             return head

@@ -143,6 +143,7 @@ class HeadCache:
     _weights: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     _heads: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _build_lock: threading.Lock = field(default_factory=threading.Lock)  # one build at a time, never twice
 
     def weights(self, model) -> FoldedWeights | None:
         """The served model's weights in specialisable form; None when the file is not a padded head."""
@@ -164,9 +165,10 @@ class HeadCache:
 
     def prepare(self, model, topo) -> TopologyHead | None:
         """Build (or return) the head of ``topo`` for ``model``; None when the model is not specialisable."""
-        head = self.get(model, topo)
-        if head is not None:
-            return head
+        with self._build_lock:
+            return self.get(model, topo) or self._build(model, topo)
+
+    def _build(self, model, topo) -> TopologyHead | None:
         w = self.weights(model)
         if w is None:
             return None
