@@ -13,4 +13,6 @@ benchmarks; the inference service implements the contract and never imports the 
   PolicyService messages.
 - ``client``: ``InferenceClient`` (TrafficEngineeringService; retries through gRPC's retry policy).
 - ``policy_client``: ``PolicyClient`` (PolicyService).
+- ``security``: how both ends secure a hop: TLS credentials, the token roles of each method (``route``,
+  ``admin``), the client and server settings, and the audit trail of admin calls.
 """

@@ -28,6 +28,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tellm.contract.security.settings import PLAINTEXT, ClientSecurity
+
 from .codec import get_array, register_request, set_packed
 from .v1 import traffic_engineering_service_pb2 as pb
 from .v1 import traffic_engineering_service_pb2_grpc as pb_grpc
@@ -103,7 +105,7 @@ def retry_budget_seconds(retries: int, backoff_seconds: float, max_backoff_secon
 class InferenceClient:
     def __init__(self, address: str = DEFAULT_INFERENCE_ADDRESS, timeout_seconds: float = 1.0, retries: int = 2,
                  *, register_timeout_seconds: float = 120.0, backoff_seconds: float = 0.05,
-                 max_backoff_seconds: float = 1.0):
+                 max_backoff_seconds: float = 1.0, security: ClientSecurity = PLAINTEXT):
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be > 0")
         if retries < 0:
@@ -117,7 +119,7 @@ class InferenceClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._retry_budget_seconds = retry_budget_seconds(retries, backoff_seconds, max_backoff_seconds)
-        self._channel = grpc.insecure_channel(address, options=[
+        self._channel = security.channel(address, options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.enable_retries", 1),

@@ -162,6 +162,23 @@ def policy_from_vector(vec: np.ndarray) -> Policy:
     return make_policy(DEFAULT_POLICY)
 
 
+def check_policy_vector(vec: np.ndarray) -> None:
+    """Refuse a raw policy vector that no policy could produce: a slot outside its parameter's
+    bounds, or a reserved slot that is not 0. Raises PolicyError naming the slot."""
+    v = np.asarray(vec, dtype=np.float64).reshape(-1)
+    if v.shape != (POLICY_DIM,):
+        raise PolicyError(f"policy vector must have {POLICY_DIM} values, got {v.shape[0]}")
+    bounded = {p.slot: p for spec in POLICIES.values() for p in spec.params}
+    for slot, value in enumerate(v.tolist()):
+        p = bounded.get(slot)
+        if p is None:
+            if value != 0:
+                raise PolicyError(f"[{slot}] = {value:g}: slot {slot} is reserved and must be 0")
+        elif not (math.isfinite(value) and p.minimum <= value <= p.maximum):
+            raise PolicyError(f"[{slot}] = {value:g} is outside [{p.minimum:g}, {p.maximum:g}] (slot {slot} is "
+                              f"the {p.name!r} parameter)")
+
+
 def list_policies() -> list[dict]:
     return [s.to_dict() for s in POLICIES.values()]
 

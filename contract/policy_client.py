@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import grpc
 
+from tellm.contract.security.settings import PLAINTEXT, ClientSecurity
+
 from .codec import applied_from_pb, policy_descriptions_from_pb
 from .policies import DEFAULT_TOPOLOGY, AppliedPolicy, Policy
 from .v1 import policy_pb2 as pb
@@ -36,10 +38,11 @@ def _rpc(fn, *args, **kw):
 class PolicyClient:
     """Client of PolicyService; errors are PolicyServiceError."""
 
-    def __init__(self, address: str = DEFAULT_INFERENCE_ADDRESS, timeout_seconds: float = 2.0):
+    def __init__(self, address: str = DEFAULT_INFERENCE_ADDRESS, timeout_seconds: float = 2.0,
+                 security: ClientSecurity = PLAINTEXT):
         self.address = address
         self.timeout_seconds = timeout_seconds
-        self._channel = grpc.insecure_channel(address)
+        self._channel = security.channel(address)  # TLS and the token, when configured
         self._stub = pb_grpc.PolicyServiceStub(self._channel)
 
     def set_policy(self, policy: Policy, topology_id: str = DEFAULT_TOPOLOGY, reason: str = "",

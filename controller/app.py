@@ -14,6 +14,7 @@ thread, the control loop on its own thread; ``self.lock`` serialises their use o
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -27,23 +28,20 @@ from os_ken.lib.packet import arp, ethernet, ipv4, packet
 from os_ken.ofproto import ether, ofproto_v1_5, ofproto_v1_5_parser
 
 from . import ofmsgs
-from .core import ControllerCore, subnet_dpid
+from .addressing import subnet_dpid
+from .core import ControllerCore
 from .discovery import port_speed_bps
-from .planner import OpKind, Plan
+from .ofsend import PlanSender, SendLimits
+from .planner import Plan
 
 log = logging.getLogger("tellm.controller")
 
 #: Filled by tellm.controller.runner before os-ken instantiates the app (os-ken builds apps itself).
 RUNTIME: dict = {}
-BARRIER_TIMEOUT_SECONDS = 2.0
-#: A packet classified to an old group just before the move can still be inside the datapath
-#: (dp_hash recirculates it through the group once more, and cached datapath flows refer to it);
-#: deleting the old group under it drops it. Old groups and labels go only after this drain.
-OLD_STATE_DRAIN_SECONDS = 0.5
-_DRAINED_KINDS = frozenset({OpKind.DELETE_GROUP, OpKind.DELETE_LABEL})
 LLDP_PERIOD_SECONDS = 5.0
 #: Realised splits are read from group counters only on networks this small (one group per pair).
 GROUP_STATS_MAX_NODES = 60
+REFUSED_LOG_SECONDS = 60.0
 
 
 def _speed_bps(port) -> float:
@@ -75,6 +73,10 @@ class TellmController(app_manager.OSKenApp):
         self._builder: threading.Thread | None = None  # discovery: computing candidate paths
         self._built: tuple | None = None  # discovery: (DiscoveredTopology, PathSet) ready to install
         self._threads: list = []
+        self._refused_logged: dict[int, float] = {}  # dpid -> when its refusal was last logged
+        cfg = self.core.config
+        self.sender = PlanSender(self._send_barrier, SendLimits(cfg.of_window_messages,
+                                                                cfg.of_max_messages_per_second))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -93,14 +95,29 @@ class TellmController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev):
         dp = ev.msg.datapath
-        if not self.core.accepts_switch(dp.id):
-            log.warning("switch dpid=%d is not in the topology; ignoring it", dp.id)
+        dpid = dp.id if dp.id is not None else ev.msg.datapath_id  # os-ken's handler may not have set it yet
+        if not self.core.accepts_switch(dpid):
+            self._refuse(dp, dpid)
             return
         with self.lock:
             self.datapaths[dp.id] = dp
             self._resync.add(dp.id)
         log.info("switch dpid=%d connected", dp.id)
         self._wake.set()
+
+    def _refuse(self, dp, dpid: int) -> None:
+        """Close the connection of a switch the topology file does not declare (it reconnects and is
+        refused again; logged at most once per REFUSED_LOG_SECONDS per dpid)."""
+        now = time.monotonic()
+        if now - self._refused_logged.get(dpid, -REFUSED_LOG_SECONDS) >= REFUSED_LOG_SECONDS:
+            self._refused_logged[dpid] = now
+            log.warning("refused switch dpid=%d from %s: not declared in the topology file", dpid,
+                        getattr(dp, "address", "?"))
+        dp.close()
+        try:
+            dp.socket.shutdown(socket.SHUT_RDWR)  # also stop reading: a peer that never closes is cut off
+        except OSError:
+            pass
 
     def _reset_switch(self, dp):
         """Known state on (re)connect: wipe, fixed rules, host rules; the plan reinstalls TE state."""
@@ -170,13 +187,13 @@ class TellmController(app_manager.OSKenApp):
         self._force.set()
         self._wake.set()
 
-    def _failover(self):
+    def _failover(self, defer_deletes: bool = False):
         with self.lock:
             self._failover_pending = False
             plan = self.core.failover_plan()
         if plan is not None and plan.phases:
             log.warning("link state changed: renormalising the installed split locally")
-            self._execute(plan)
+            self._execute(plan, defer_deletes)
             with self.lock:
                 self.core.commit(plan)
                 self.core.snapshot = self.core.make_snapshot()
@@ -206,7 +223,7 @@ class TellmController(app_manager.OSKenApp):
         in_port = msg.match.get("in_port")
         pkt = packet.Packet(msg.data)
         eth = pkt.get_protocol(ethernet.ethernet)
-        if eth is None or in_port is None:
+        if eth is None or in_port is None or dp.id not in self.datapaths:
             return
         with self.lock:
             if eth.ethertype == ether.ETH_TYPE_LLDP:
@@ -319,9 +336,11 @@ class TellmController(app_manager.OSKenApp):
             try:
                 self._do_resync()
                 if self._failover_pending:
-                    self._failover()
+                    self._failover(defer_deletes=True)
                 if self._built is not None:  # discovery: new paths are ready; install and route now
                     next_tick = min(next_tick, time.monotonic())
+                if self.sender.pending_deletes:  # old state of the last plan, once its drain has passed
+                    self._flush_deletes()
                 if time.monotonic() >= next_tick:
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
@@ -329,12 +348,13 @@ class TellmController(app_manager.OSKenApp):
                         break
                     self._do_resync()
                     self._discover()
-                    self.tick()
+                    self.tick(defer_deletes=True)
                     next_tick = max(next_tick + self.poll, time.monotonic())
             except Exception:
                 log.exception("control loop iteration failed; keeping the installed routing")
                 next_tick = time.monotonic() + self.poll
-            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            due = self.sender.deletes_due
+            self._wake.wait(max(0.0, min(next_tick, due if due is not None else next_tick) - time.monotonic()))
             self._wake.clear()
 
     def _request_stats(self):
@@ -385,8 +405,9 @@ class TellmController(app_manager.OSKenApp):
             self._built = (cand, paths)
         self._wake.set()
 
-    def tick(self) -> Plan | None:
-        """One control interval: estimate, route, plan, execute (called on the control loop thread)."""
+    def tick(self, defer_deletes: bool = False) -> Plan | None:
+        """One control interval: estimate, route, plan, execute (called on the control loop thread, which
+        defers the rounds that delete old state: see _execute)."""
         t0 = time.perf_counter()
         now = time.time()
         force = self._force.is_set()
@@ -399,7 +420,7 @@ class TellmController(app_manager.OSKenApp):
             with self.lock:
                 plan = self.core.apply_routing(routing, inp, now)
             if plan.phases:
-                self._execute(plan)
+                self._execute(plan, defer_deletes)
             with self.lock:
                 self.core.commit(plan)
         with self.lock:
@@ -408,38 +429,42 @@ class TellmController(app_manager.OSKenApp):
         self.core.metrics.loop_duration.observe(time.perf_counter() - t0)
         return plan
 
-    def _execute(self, plan: Plan) -> None:
-        """Send the plan phase by phase; each phase ends with a barrier on every switch it touched."""
+    def _flush_deletes(self) -> None:
+        with self.lock:
+            datapaths = dict(self.datapaths)
+        report = self.sender.flush(datapaths, self._stop)
+        self.core.metrics.openflow_messages.inc(report.messages)
+        self.core.metrics.openflow_bytes.inc(report.bytes)
+
+    def _send_barrier(self, dp, reply: threading.Event) -> None:
+        """A barrier request whose reply (on the event thread, see _barrier) sets ``reply``."""
+        barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(barrier)
+        self._barriers[(dp.id, barrier.xid)] = reply
+        dp.send_msg(barrier)
+
+    def _execute(self, plan: Plan, defer_deletes: bool = False) -> None:
+        """Send the plan round by round (ofsend: bulk-encoded, a barrier per chunk and round, per-switch
+        window and rate limit); say so when it cannot be, or was not, sent within one interval. With
+        ``defer_deletes`` the rounds that delete old state go once their drain has passed (the control
+        loop flushes them, and any later plan sends them first), so the drain does not lengthen the
+        interval."""
         self.core.plans_started += 1  # readers (GET /state) can tell a network in mid-update
-        log.info("update: %d operations in %d phases, %d groups", len(plan.ops), len(plan.phases), plan.group_updates)
+        bound = self.sender.estimate_seconds(plan)
+        log.info("update: %d operations in %d phases, %d groups", plan.num_ops, len(plan.steps), plan.group_updates)
+        if bound > self.poll:
+            log.warning("this interval's plan cannot be sent within the %.3g s poll interval: %d operations need "
+                        "at least %.2f s at the limit of %.0f OpenFlow messages/s per switch; routing lags until "
+                        "it is installed", self.poll, plan.num_ops, bound, self.sender.limits.max_messages_per_second)
         try:
-            self._execute_phases(plan)
+            with self.lock:
+                datapaths = dict(self.datapaths)
+            report = self.sender.send(plan, datapaths, self._stop, defer_deletes)
         finally:
             self.core.plans_done += 1
-
-    def _execute_phases(self, plan: Plan) -> None:
-        drained = False
-        for phase in plan.phases:
-            if not drained and all(op.kind in _DRAINED_KINDS for op in phase):
-                time.sleep(OLD_STATE_DRAIN_SECONDS)
-                drained = True
-            by_dp: dict[int, list] = defaultdict(list)
-            for op in phase:
-                by_dp[op.dpid].append(op)
-            waits = []
-            for dpid, ops in by_dp.items():
-                dp = self.datapaths.get(dpid)
-                if dp is None:
-                    continue
-                for op in ops:
-                    dp.send_msg(ofmsgs.op_message(dp, op))
-                barrier = dp.ofproto_parser.OFPBarrierRequest(dp)
-                dp.set_xid(barrier)
-                ev = threading.Event()
-                self._barriers[(dpid, barrier.xid)] = ev
-                dp.send_msg(barrier)
-                waits.append((dpid, ev))
-            for dpid, ev in waits:
-                # The reply comes on the event thread; _barrier takes no lock, and we hold none here.
-                if not ev.wait(BARRIER_TIMEOUT_SECONDS):
-                    log.warning("no barrier reply from dpid=%d within %.1f s", dpid, BARRIER_TIMEOUT_SECONDS)
+        self.core.metrics.openflow_messages.inc(report.messages)
+        self.core.metrics.openflow_bytes.inc(report.bytes)
+        if report.seconds > self.poll:
+            log.warning("sending this interval's plan took %.2f s, longer than the %.3g s poll interval (%d messages, "
+                        "%d bytes, %d barrier rounds)", report.seconds, self.poll, report.messages, report.bytes,
+                        report.rounds)

@@ -19,15 +19,23 @@ from tecore import PathSet, Topology, link_loads, mlu, shortest_path_split
 from .counters import RateEstimator, counter_delta
 from .discovery import DiscoveredTopology, TopologyDiscovery
 from .failure import mask_split, path_alive
-from .groups import _LABEL_BITS, LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, desired_state, label_space_end
+from .groups import _LABEL_BITS, LABEL_ALT_BASE, LABEL_BASE, MAX_LABEL, ForwardingCache, label_space_end
 from .metrics import Metrics
 from .planner import Installed, Plan, plan_update
 from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights, weights_to_split
 from .repair import PathRepair, carry_by_label
+from .rules import candidate_bound, switch_rules
 from .routers import Routing, RoutingInput
 from .tm import TMEstimator, relative_change
 
 log = logging.getLogger(__name__)
+
+
+#: Per-switch OpenFlow flow control defaults: a window of unconfirmed messages and a rate cap. OVS
+#: applies a few tens of thousands of flow mods per second; the cap keeps a big plan from queueing
+#: more than that in a switch's connection.
+DEFAULT_OF_WINDOW_MESSAGES = 4096
+DEFAULT_OF_MAX_MESSAGES_PER_SECOND = 50_000.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,10 @@ class ControllerConfig:
     total_weight: int = DEFAULT_TOTAL_WEIGHT
     #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
     weight_deadband: int = 0
+    #: OpenFlow messages per switch sent but not yet confirmed by a barrier (ofsend.SendLimits).
+    of_window_messages: int = DEFAULT_OF_WINDOW_MESSAGES
+    #: OpenFlow messages per second per switch; 0 = no cap.
+    of_max_messages_per_second: float = DEFAULT_OF_MAX_MESSAGES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -48,18 +60,6 @@ class Host:
     mac: str
     dpid: int
     port: int
-
-
-def host_subnet(dpid: int) -> tuple[str, str]:
-    """The addressing contract: hosts of switch i live in 10.<i//256>.<i%256>.0/24."""
-    return f"10.{dpid // 256}.{dpid % 256}.0", "255.255.255.0"
-
-
-def subnet_dpid(ip: str) -> int | None:
-    parts = ip.split(".")
-    if len(parts) != 4 or parts[0] != "10":
-        return None
-    return int(parts[1]) * 256 + int(parts[2])
 
 
 @dataclass
@@ -158,6 +158,10 @@ class ControllerCore:
         self._bucket_bytes: dict[tuple[int, int], tuple[float, np.ndarray]] = {}
         self.realised: dict[tuple[int, int], np.ndarray] = {}
         self._last_stranded = 0
+        self._forwarding = ForwardingCache()  # label/group layout of the active paths, reused while it holds
+        self._bound: tuple | None = None  # (path set, candidate_bound of it)
+        self._rules: tuple | None = None  # (what it was counted for, SwitchRules)
+        self._sp: tuple | None = None  # ((path set, link state), shortest-path split)
 
     def _next_label_base(self, paths: PathSet) -> int:
         """Labels of a new path set: the label space the installed labels do not use, so that old
@@ -363,10 +367,17 @@ class ControllerCore:
         s = self.dpid_node.get(dpid)
         if s is None:
             return
-        dests = np.array([self.dpid_node.get(int(d), -1) for d in dest_dpids], dtype=np.int64)
+        dests = self._nodes_of(np.asarray(dest_dpids, dtype=np.int64))
         ok = dests >= 0
         self.tm.update(np.full(int(ok.sum()), s), dests[ok], np.asarray(byte_count, dtype=np.uint64)[ok],
                        time_seconds)
+
+    def _nodes_of(self, dpids: np.ndarray) -> np.ndarray:
+        """Node index of each datapath id, -1 for one not in the topology (vectorised)."""
+        order = np.argsort(self.node_dpid)
+        srt = self.node_dpid[order]
+        pos = np.minimum(np.searchsorted(srt, dpids), max(srt.size - 1, 0))
+        return np.where(srt[pos] == dpids, order[pos], -1) if srt.size else np.full(dpids.size, -1)
 
     def group_stats(self, dpid: int, group_id: int, bucket_bytes: np.ndarray, time_seconds: float) -> None:
         """Per-bucket byte counters of one select group: the split the switch really realises."""
@@ -433,8 +444,8 @@ class ControllerCore:
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
         w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
         self.weights = w
-        desired = desired_state(self.topo, self.paths, w, self.node_dpid, self.disc.link_port, self.path_labels)
-        desired = desired.on_switches(np.fromiter(self.disc.connected, dtype=np.int64))
+        desired = self._forwarding.desired(self.topo, self.paths, w, self.node_dpid, self.disc.link_port,
+                                           self.path_labels, np.fromiter(self.disc.connected, dtype=np.int64))
         return plan_update(self.installed, desired)
 
     def commit(self, plan: Plan) -> None:
@@ -455,9 +466,14 @@ class ControllerCore:
         m.mlu.set(float(np.max(util, initial=0.0)))
         m.tm_total.set(float(tm.sum()))
         demand = self.pair_demand_bps(tm)
-        sp = shortest_path_split(self.topo, self.paths,
-                                 self.topo.weight + 1e9 * (up <= 0.5))
-        m.shortest_path_mlu.set(mlu(self.topo, link_loads(self.paths, sp, demand)))
+        m.shortest_path_mlu.set(mlu(self.topo, link_loads(self.paths, self._shortest_path_split(up), demand)))
+
+    def _shortest_path_split(self, up: np.ndarray) -> np.ndarray:
+        """The counterfactual shortest-path split under a link state (recomputed when that changes)."""
+        key = (self.paths, up.tobytes())
+        if self._sp is None or self._sp[0][0] is not key[0] or self._sp[0][1] != key[1]:
+            self._sp = (key, shortest_path_split(self.topo, self.paths, self.topo.weight + 1e9 * (up <= 0.5)))
+        return self._sp[1]
 
     def make_snapshot(self) -> dict:
         """What GET /state serves (see state_json), frozen at the end of an interval."""
@@ -490,7 +506,7 @@ class ControllerCore:
             path_alive(self.paths, up), gid_of, dict(self.realised))
         r = self.routing
         demand = self.pair_demand_bps(tm)
-        sp = shortest_path_split(topo, self.paths, topo.weight + 1e9 * (up <= 0.5))
+        sp = self._shortest_path_split(up)
         snap["topology"].update({
             "name": topo.name, "nodes": list(topo.nodes), "dpids": [int(x) for x in self.node_dpid],
             "links": [{"id": i, "name": self.link_names[i], "src": topo.nodes[topo.src[i]],
@@ -507,9 +523,25 @@ class ControllerCore:
             "router": None if r is None else r.router,
             "routing_seconds": None if r is None else r.seconds,
             "repair": self.repair.state_json(),
+            "forwarding": self.forwarding_json(),
             "_groups": frozen,
         })
         return snap
+
+    def forwarding_json(self) -> dict:
+        """Flow rules and groups per switch, installed and bound (controller/rules.py); sets the metrics."""
+        if self._bound is None or self._bound[0] is not self.paths:
+            self._bound = (self.paths, candidate_bound(self.topo, self.paths))
+        hosts = np.array(sorted(h.dpid for h in self.hosts.values()), dtype=np.int64)
+        key = (self.installed.state, self._bound[1], hosts.tobytes())
+        if self._rules is None or any(a is not b for a, b in zip(key[:2], self._rules[0][:2])) \
+                or key[2] != self._rules[0][2]:
+            self._rules = (key, switch_rules(self.installed.state, self.node_dpid, hosts, self._bound[1]))
+        r = self._rules[1]
+        self.metrics.switch_rules_max.set(int(r.rules.max(initial=0)))
+        self.metrics.switch_rules_bound.set(int(r.bound.max(initial=0)))
+        return {**r.json(self.node_dpid), "active_paths": int(np.count_nonzero(self.weights))
+                if self.weights is not None else 0, "candidate_paths": self.paths.num_paths}
 
     def _discovery_json(self) -> dict:
         d = self.discovery

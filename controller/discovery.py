@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tecore import PathSet, Topology, compute_paths
+from tecore.incremental import update_paths
+from tecore.paths import cached_paths
 from tecore.topology import DEFAULT_LATENCY_SECONDS
 
 log = logging.getLogger(__name__)
@@ -242,13 +244,15 @@ class TopologyDiscovery:
     def __init__(self, default_capacity_bps: float, settle_polls: int = 3,
                  paths_for: Callable[[Topology], PathSet] | None = None):
         """``paths_for``: candidate paths of a built topology (default: tecore's default k and strategy,
-        in-process: forking path workers from the controller's threads is not safe)."""
+        in-process: forking path workers from the controller's threads is not safe; after the first,
+        built incrementally from the last set, recomputing only the pairs a change touches)."""
         if settle_polls < 1:
             raise ValueError("settle_polls must be >= 1")
         if not default_capacity_bps > 0 or not np.isfinite(default_capacity_bps):
             raise ValueError("the default capacity must be a positive number of bit/s")
         self.net = DiscoveredNetwork()
-        self.paths_for = paths_for or (lambda topo: compute_paths(topo, workers=1))
+        self.paths_for = paths_for or self._default_paths
+        self._last_paths: tuple[Topology, PathSet] | None = None
         self.default_capacity_bps = float(default_capacity_bps)
         self.settle_polls = settle_polls
         self.installed: DiscoveredTopology | None = None
@@ -256,6 +260,16 @@ class TopologyDiscovery:
         self._last_key: str | None = None
         self._unchanged = 0
         self._requested: str | None = None
+
+    def _default_paths(self, topo: Topology) -> PathSet:
+        """The cached default set of ``topo`` if there is one, else an incremental update of the last
+        set built here, else the default set from scratch."""
+        ps = cached_paths(topo)
+        if ps is None:
+            prev = self._last_paths
+            ps = compute_paths(topo, workers=1) if prev is None else update_paths(prev[1], prev[0], topo)
+        self._last_paths = (topo, ps)
+        return ps
 
     def candidate(self) -> DiscoveredTopology | None:
         """The topology the current observations describe (rebuilt only after a new observation)."""

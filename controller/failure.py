@@ -18,6 +18,8 @@ def path_alive(paths: PathSet, link_up: np.ndarray) -> np.ndarray:
     down = (np.asarray(link_up, dtype=np.float64) <= 0.5).astype(np.float64)
     if down.shape != (paths.num_links,):
         raise ValueError(f"link_up has shape {down.shape}, expected ({paths.num_links},)")
+    if not down.any():
+        return np.ones(paths.num_paths, dtype=bool)
     return (paths.incidence @ down) == 0
 
 

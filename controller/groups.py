@@ -125,30 +125,42 @@ def label_space_end(label_base: int) -> int:
     return LABEL_ALT_BASE if label_base < LABEL_ALT_BASE else MAX_LABEL + 1
 
 
-def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid: np.ndarray,
-                  link_port: np.ndarray, labels: int | np.ndarray = LABEL_BASE) -> DesiredState:
-    """Flows and groups for integer ``weights`` [Np] (vectorised); path j has label ``labels + j`` when
-    ``labels`` is an int (the label base), else ``labels[j]`` (int64 [Np], distinct).
+@dataclass(frozen=True, eq=False)
+class Forwarding:
+    """The part of a DesiredState that depends only on which paths are active (weight > 0): labels,
+    groups and their buckets' labels and ports. ``rows`` [B]: the path of each bucket row."""
 
-    ``node_dpid`` [N]: datapath id of each node; ``link_port`` [L]: OpenFlow port of each link on its
-    source switch (-1 = not discovered). A path with weight > 0 over an undiscovered port is an error:
-    the caller marks such links down first (see failure.mask_split).
-    """
-    weights = np.asarray(weights, dtype=np.int64)
-    node_dpid = np.asarray(node_dpid, dtype=np.int64)
-    link_port = np.asarray(link_port, dtype=np.int64)
-    if weights.shape != (paths.num_paths,):
-        raise ValueError(f"weights has shape {weights.shape}, expected ({paths.num_paths},)")
+    active: np.ndarray  # bool [Np]
+    labels: DesiredState  # bucket_weight unset
+    rows: np.ndarray
+
+    def with_weights(self, weights: np.ndarray) -> DesiredState:
+        s = self.labels
+        return DesiredState(s.label_keys, s.label_ports, s.group_keys, s.group_ptr, s.bucket_label,
+                            s.bucket_port, np.asarray(weights, dtype=np.int64)[self.rows])
+
+
+def _label_of(paths: PathSet, labels: int | np.ndarray) -> np.ndarray:
     label_of = np.asarray(labels, dtype=np.int64)
     if label_of.ndim == 0:
         if paths.num_paths + int(label_of) > MAX_LABEL:
             raise ValueError(f"{paths.num_paths} paths do not fit in 20-bit MPLS labels from {int(label_of)}")
-        label_of = int(label_of) + np.arange(paths.num_paths, dtype=np.int64)
-    elif label_of.shape != (paths.num_paths,) or (label_of.size and label_of.max() > MAX_LABEL):
+        return int(label_of) + np.arange(paths.num_paths, dtype=np.int64)
+    if label_of.shape != (paths.num_paths,) or (label_of.size and label_of.max() > MAX_LABEL):
         raise ValueError(f"labels has shape {label_of.shape} (max {label_of.max(initial=0)}), expected "
                          f"({paths.num_paths},) within 20 bits")
+    return label_of
+
+
+def forwarding(topo: Topology, paths: PathSet, active: np.ndarray, node_dpid: np.ndarray,
+               link_port: np.ndarray, labels: int | np.ndarray = LABEL_BASE) -> Forwarding:
+    """Labels and group layout for the paths where ``active`` [Np] is True (see desired_state)."""
+    node_dpid = np.asarray(node_dpid, dtype=np.int64)
+    link_port = np.asarray(link_port, dtype=np.int64)
+    label_of = _label_of(paths, labels)
+    active = np.asarray(active, dtype=bool)
     # Work on the link entries of active paths only (most paths carry nothing under LP/ECMP routing).
-    act = np.flatnonzero(weights > 0)
+    act = np.flatnonzero(active)
     hops = paths.path_hops[act]
     starts = paths.path_ptr[act]
     rows = np.repeat(starts - np.cumsum(hops) + hops, hops) + np.arange(hops.sum())
@@ -175,5 +187,59 @@ def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid
     order = np.argsort(gk, kind="stable")
     gk, grows = gk[order], act[order]
     uniq, start = np.unique(gk, return_index=True)
-    return DesiredState(keys, ports, uniq, np.concatenate([start, [gk.size]]).astype(np.int64),
-                        label_of[grows], link_port[paths.path_links[paths.path_ptr[grows]]], weights[grows])
+    state = DesiredState(keys, ports, uniq, np.concatenate([start, [gk.size]]).astype(np.int64),
+                         label_of[grows], link_port[paths.path_links[paths.path_ptr[grows]]],
+                         np.zeros(grows.size, dtype=np.int64))
+    return Forwarding(active, state, grows)
+
+
+def desired_state(topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid: np.ndarray,
+                  link_port: np.ndarray, labels: int | np.ndarray = LABEL_BASE) -> DesiredState:
+    """Flows and groups for integer ``weights`` [Np] (vectorised); path j has label ``labels + j`` when
+    ``labels`` is an int (the label base), else ``labels[j]`` (int64 [Np], distinct).
+
+    ``node_dpid`` [N]: datapath id of each node; ``link_port`` [L]: OpenFlow port of each link on its
+    source switch (-1 = not discovered). A path with weight > 0 over an undiscovered port is an error:
+    the caller marks such links down first (see failure.mask_split). Only paths with weight > 0 get
+    labels and buckets: forwarding state follows the traffic, not the candidate path set.
+    """
+    weights = np.asarray(weights, dtype=np.int64)
+    if weights.shape != (paths.num_paths,):
+        raise ValueError(f"weights has shape {weights.shape}, expected ({paths.num_paths},)")
+    return forwarding(topo, paths, weights > 0, node_dpid, link_port, labels).with_weights(weights)
+
+
+class ForwardingCache:
+    """desired_state for a control loop: the label and group layout is rebuilt only when the set of
+    active paths, the switches, ports or labels change; a steady interval (weights move, the same
+    paths carry traffic) only gathers the new bucket weights. The returned states of two intervals
+    with one layout share their label and bucket arrays, which the planner's diff recognises."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._fwd: Forwarding | None = None
+        self._of: tuple | None = None  # (topology, path set) the layout was built for
+
+    def desired(self, topo: Topology, paths: PathSet, weights: np.ndarray, node_dpid: np.ndarray,
+                link_port: np.ndarray, labels: np.ndarray, switches: np.ndarray) -> DesiredState:
+        """desired_state(...) restricted to ``switches`` (the connected dpids)."""
+        weights = np.asarray(weights, dtype=np.int64)
+        if weights.shape != (paths.num_paths,):
+            raise ValueError(f"weights has shape {weights.shape}, expected ({paths.num_paths},)")
+        active = weights > 0
+        switches = np.unique(np.asarray(switches, dtype=np.int64))
+        key = (np.asarray(node_dpid).tobytes(), np.asarray(link_port).tobytes(), np.asarray(labels).tobytes(),
+               switches.tobytes())
+        fwd = self._fwd
+        if (fwd is None or self._of is None or self._of[0] is not topo or self._of[1] is not paths
+                or key != self._key or not np.array_equal(fwd.active, active)):
+            fwd = forwarding(topo, paths, active, node_dpid, link_port, labels)
+            if not np.array_equal(np.unique(node_dpid), switches):
+                sel = fwd.labels.on_switches(switches)
+                keep = np.isin(fwd.labels.group_keys >> _DPID_BITS, switches)
+                fwd = Forwarding(active, sel, fwd.rows[np.repeat(keep, np.diff(fwd.labels.group_ptr))])
+            self._key, self._fwd, self._of = key, fwd, (topo, paths)
+        return fwd.with_weights(weights)
+
+    def clear(self) -> None:
+        self._key = self._fwd = self._of = None

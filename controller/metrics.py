@@ -37,17 +37,34 @@ class Metrics:
                                     "Pairs none of whose candidate paths is up (before repair)", registry=r)
         self.repaired_pairs = Gauge("tellm_repaired_pairs",
                                     "Stranded pairs routed over a repair path (shortest surviving path)", registry=r)
+        self.openflow_messages = Counter("tellm_openflow_messages_total",
+                                         "OpenFlow messages of update plans sent to switches", registry=r)
+        self.openflow_bytes = Counter("tellm_openflow_bytes_total",
+                                      "Bytes of OpenFlow update-plan messages sent to switches", registry=r)
+        self.switch_rules_max = Gauge("tellm_switch_rules_max",
+                                      "Flow rules plus groups installed on the switch that holds the most",
+                                      registry=r)
+        self.switch_rules_bound = Gauge("tellm_switch_rules_bound",
+                                        "Most flow rules plus groups any routing of the candidate paths needs on "
+                                        "one switch", registry=r)
         self._router: str | None = None
+        self._link_names: list[str] = []
+        self._link_series: list = []
 
     def set_links(self, names: list[str], utilization, throughput_bps) -> None:
-        for name, u, t in zip(names, utilization, throughput_bps):
-            self.link_utilization.labels(link=name).set(float(u))
-            self.link_throughput.labels(link=name).set(float(t))
+        if self._link_names != names:  # look the labelled series up once per topology, not per interval
+            self._link_series = [(self.link_utilization.labels(link=n), self.link_throughput.labels(link=n))
+                                 for n in names]
+            self._link_names = list(names)
+        for (u_series, t_series), u, t in zip(self._link_series, utilization.tolist(), throughput_bps.tolist()):
+            u_series.set(u)
+            t_series.set(t)
 
     def forget_links(self) -> None:
         """Drop every per-link series (the topology was replaced; its link names may be gone)."""
         self.link_utilization.clear()
         self.link_throughput.clear()
+        self._link_names, self._link_series = [], []
 
     def set_router(self, name: str) -> None:
         if name == self._router:

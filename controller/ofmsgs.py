@@ -22,7 +22,7 @@ from os_ken.ofproto import ether
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
-from .core import host_subnet
+from .addressing import host_subnet
 from .groups import POP
 from .planner import Op, OpKind
 

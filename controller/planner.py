@@ -1,8 +1,7 @@
 """Make-before-break update plans: the ordered switch operations that move the network from what is
 installed to a new DesiredState without dropping packets.
 
-Phases (the glue sends one phase, waits for barrier replies from every switch it touched, then sends
-the next):
+Phases (in order; the glue sends them in barrier rounds, see ``BARRIER_ROUND``):
 1. install new/changed path labels on transit and egress switches;
 2. install the new ingress select groups under a fresh group id (each (ingress, egress) pair has two
    ids that alternate, so the old group stays intact while traffic still uses it);
@@ -13,12 +12,17 @@ the next):
 6. delete labels no path uses any more.
 A packet classified before step 3 uses the old group and old labels, which live until steps 5-6; one
 classified after uses the new group, whose labels exist since step 1.
+
+Plans are data: each phase is a few ``OpBatch`` record batches (one operation kind each, columns as
+numpy arrays, rows sorted by switch), built by a vectorised diff of sorted keys. ``Op`` objects exist
+only as a view for tests and logs (``Plan.ops``); the glue encodes batches straight to OpenFlow bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
+from functools import cached_property
 
 import numpy as np
 
@@ -36,8 +40,31 @@ class OpKind(str, Enum):
     DELETE_LABEL = "delete_label"
 
 
+class Phase(IntEnum):
+    LABELS = 0
+    GROUPS = 1
+    CLASSIFY = 2
+    DELETE_CLASS = 3
+    DELETE_GROUPS = 4
+    DELETE_LABELS = 5
+
+
+#: Phases that may share one barrier round: nothing in a phase depends on the other phases of its
+#: round. New labels and new groups are independent (a group is only used once a classification rule
+#: points at it, in the next round); deleting an unrouted pair's rule and deleting an old group are
+#: independent (a rule never points at an old group after the classification round, and deleting a
+#: group also removes rules that still point at it). Rounds are separated by a barrier on every switch
+#: touched; the delete rounds wait for in-flight packets to drain first.
+BARRIER_ROUND = {Phase.LABELS: 0, Phase.GROUPS: 0, Phase.CLASSIFY: 1, Phase.DELETE_CLASS: 2,
+                 Phase.DELETE_GROUPS: 2, Phase.DELETE_LABELS: 3}
+#: The first round that removes old state (the glue lets packets in flight drain before it).
+FIRST_DELETE_ROUND = 2
+
+
 @dataclass(frozen=True)
 class Op:
+    """One switch operation (a view of one OpBatch row, for tests and logs)."""
+
     kind: OpKind
     dpid: int
     label: int = 0
@@ -45,6 +72,45 @@ class Op:
     group_id: int = 0
     dest_dpid: int = 0  # group/classification ops: the egress switch
     buckets: tuple[Bucket, ...] = ()
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class OpBatch:
+    """Operations of one kind as columns: row i is one switch operation; rows are sorted by ``dpid``.
+
+    Label ops use ``label``/``port``; group and classification ops ``group_id``/``dest_dpid``; the
+    buckets of ADD_GROUP row i are rows ``bucket_ptr[i]:bucket_ptr[i+1]`` of the bucket columns."""
+
+    kind: OpKind
+    dpid: np.ndarray
+    label: np.ndarray = field(default_factory=lambda: _EMPTY)
+    port: np.ndarray = field(default_factory=lambda: _EMPTY)
+    group_id: np.ndarray = field(default_factory=lambda: _EMPTY)
+    dest_dpid: np.ndarray = field(default_factory=lambda: _EMPTY)
+    bucket_ptr: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    bucket_label: np.ndarray = field(default_factory=lambda: _EMPTY)
+    bucket_port: np.ndarray = field(default_factory=lambda: _EMPTY)
+    bucket_weight: np.ndarray = field(default_factory=lambda: _EMPTY)
+
+    def __len__(self) -> int:
+        return int(self.dpid.size)
+
+    def column(self, name: str) -> np.ndarray:
+        """A per-row column, zeros when this kind does not use it."""
+        col = getattr(self, name)
+        return col if col.size == self.dpid.size else np.zeros(self.dpid.size, dtype=np.int64)
+
+    def ops(self) -> list[Op]:
+        cols = [self.column(c).tolist() for c in ("dpid", "label", "port", "group_id", "dest_dpid")]
+        if self.kind is not OpKind.ADD_GROUP:
+            return [Op(self.kind, *row) for row in zip(*cols)]
+        ptr = self.bucket_ptr.tolist()
+        rows = list(zip(self.bucket_label.tolist(), self.bucket_port.tolist(), self.bucket_weight.tolist()))
+        return [Op(self.kind, d, lab, p, g, dd, tuple(Bucket(*r) for r in rows[ptr[i]:ptr[i + 1]]))
+                for i, (d, lab, p, g, dd) in enumerate(zip(*cols))]
 
 
 def group_id(dest_dpid, version):
@@ -79,18 +145,36 @@ class Installed:
         return {k: (int(gid), b) for (k, b), gid in zip(self.state.groups.items(), self.group_ids.tolist())}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
-    phases: tuple[tuple[Op, ...], ...]  # non-empty phases only, in order
+    """Non-empty phases in order, each as (phase, its non-empty batches), and the state after."""
+
+    steps: tuple[tuple[Phase, tuple[OpBatch, ...]], ...]
     after: Installed
+
+    @property
+    def num_ops(self) -> int:
+        return sum(len(b) for _, batches in self.steps for b in batches)
+
+    @property
+    def group_updates(self) -> int:
+        return sum(len(b) for _, batches in self.steps for b in batches if b.kind is OpKind.ADD_GROUP)
+
+    def rounds(self) -> list[tuple[int, list[OpBatch]]]:
+        """The batches of each barrier round that has any, in order: [(round, batches)]."""
+        out: dict[int, list[OpBatch]] = {}
+        for phase, batches in self.steps:
+            out.setdefault(BARRIER_ROUND[phase], []).extend(batches)
+        return sorted(out.items(), key=lambda kv: kv[0])
+
+    # Op views (tests, logs): built on first use only.
+    @cached_property
+    def phases(self) -> tuple[tuple[Op, ...], ...]:
+        return tuple(tuple(op for b in batches for op in b.ops()) for _, batches in self.steps)
 
     @property
     def ops(self) -> list[Op]:
         return [op for phase in self.phases for op in phase]
-
-    @property
-    def group_updates(self) -> int:
-        return sum(op.kind is OpKind.ADD_GROUP for op in self.ops)
 
 
 def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,61 +198,90 @@ def _ranges(ptr: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return starts + np.arange(counts.sum())
 
 
-def _split_key(k: int, bits: int) -> tuple[int, int]:
-    return k >> bits, k & ((1 << bits) - 1)
-
-
-def plan_update(installed: Installed, desired: DesiredState) -> Plan:
-    """Ordered operations from ``installed`` to ``desired`` (vectorised diff; Python only per change)."""
-    old, new = installed.state, desired
-    # ---- labels
+def _label_diff(old: DesiredState, new: DesiredState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of labels to add and modify (into new) and delete (into old)."""
+    if old.label_keys is new.label_keys and old.label_ports is new.label_ports:
+        return _EMPTY, _EMPTY, _EMPTY  # the same forwarding structure (groups.ForwardingCache)
     found, pos = _lookup(old.label_keys, new.label_keys)
     add_l = np.flatnonzero(~found)
     mod_l = np.flatnonzero(found & (_gather(old.label_ports, pos) != new.label_ports))
     gone, _ = _lookup(new.label_keys, old.label_keys)
-    del_l = np.flatnonzero(~gone)
+    return add_l, mod_l, np.flatnonzero(~gone)
+
+
+def _group_rows_same(old: DesiredState, new: DesiredState, cand: np.ndarray, old_pos: np.ndarray) -> np.ndarray:
+    """bool [cand]: new group cand[i] has exactly the bucket rows of old group old_pos[i]."""
+    if new.group_keys is old.group_keys and new.group_ptr is old.group_ptr and cand.size == old.group_keys.size:
+        # The same layout (groups.ForwardingCache): rows align, only the weights can differ.
+        moved = np.add.reduceat((new.bucket_weight != old.bucket_weight).astype(np.int64), new.group_ptr[:-1]) \
+            if new.bucket_weight.size else np.zeros(cand.size, dtype=np.int64)
+        return moved == 0
+    n_new = np.diff(new.group_ptr)
+    r_new = _ranges(new.group_ptr, cand)
+    r_old = _ranges(old.group_ptr, old_pos)
+    diff_row = new.bucket_weight[r_new] != old.bucket_weight[r_old]
+    if not (new.bucket_label is old.bucket_label and new.bucket_port is old.bucket_port):
+        diff_row |= (new.bucket_label[r_new] != old.bucket_label[r_old]) | \
+                    (new.bucket_port[r_new] != old.bucket_port[r_old])
+    owner = np.repeat(np.arange(cand.size), n_new[cand])
+    return np.bincount(owner, weights=diff_row, minlength=cand.size) == 0
+
+
+def _split(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    return keys >> bits, keys & ((1 << bits) - 1)
+
+
+def plan_update(installed: Installed, desired: DesiredState) -> Plan:
+    """Ordered operations from ``installed`` to ``desired`` (vectorised diff, no Python per operation)."""
+    old, new = installed.state, desired
+    add_l, mod_l, del_l = _label_diff(old, new)
     # ---- groups: a pair's group is unchanged when its bucket rows are identical
     gfound, gpos = _lookup(old.group_keys, new.group_keys)
     n_new = np.diff(new.group_ptr)
-    n_old = np.diff(old.group_ptr)
     same = gfound.copy()
-    same[gfound] &= n_new[gfound] == _gather(n_old, gpos[gfound])
+    same[gfound] &= n_new[gfound] == _gather(np.diff(old.group_ptr), gpos[gfound])
     cand = np.flatnonzero(same)
     if cand.size:
-        r_new = _ranges(new.group_ptr, cand)
-        r_old = _ranges(old.group_ptr, gpos[cand])
-        diff_row = ((new.bucket_label[r_new] != old.bucket_label[r_old]) |
-                    (new.bucket_port[r_new] != old.bucket_port[r_old]) |
-                    (new.bucket_weight[r_new] != old.bucket_weight[r_old]))
-        owner = np.repeat(np.arange(cand.size), n_new[cand])
-        same[cand[np.bincount(owner, weights=diff_row, minlength=cand.size) > 0]] = False
+        same[cand] = _group_rows_same(old, new, cand, gpos[cand])
     changed = gfound & ~same
-    dest = new.group_keys & ((1 << _DPID_BITS) - 1)
+    src, dest = _split(new.group_keys, _DPID_BITS)
     gids = np.where(same, _gather(installed.group_ids, gpos), group_id(dest, 0))
     if changed.any():
         gids[changed] = group_id(dest[changed], (installed.group_ids[gpos[changed]] & 1) ^ 1)
     gstill, _ = _lookup(new.group_keys, old.group_keys)
     removed = np.flatnonzero(~gstill)
 
-    ops_labels = [Op(OpKind.ADD_LABEL, *_split_key(k, _LABEL_BITS), port=p)
-                  for k, p in zip(new.label_keys[add_l].tolist(), new.label_ports[add_l].tolist())]
-    ops_labels += [Op(OpKind.MODIFY_LABEL, *_split_key(k, _LABEL_BITS), port=p)
-                   for k, p in zip(new.label_keys[mod_l].tolist(), new.label_ports[mod_l].tolist())]
-    ops_groups, ops_class, ops_del_class, ops_del_group = [], [], [], []
-    for g in np.flatnonzero(~same).tolist():
-        s_, d_ = _split_key(int(new.group_keys[g]), _DPID_BITS)
-        gid = int(gids[g])
-        ops_groups.append(Op(OpKind.ADD_GROUP, s_, group_id=gid, dest_dpid=d_, buckets=new.buckets(g)))
-        if changed[g]:
-            ops_class.append(Op(OpKind.MODIFY_CLASS, s_, group_id=gid, dest_dpid=d_))
-            ops_del_group.append(Op(OpKind.DELETE_GROUP, s_, group_id=int(installed.group_ids[gpos[g]]), dest_dpid=d_))
-        else:
-            ops_class.append(Op(OpKind.ADD_CLASS, s_, group_id=gid, dest_dpid=d_))
-    for g in removed.tolist():
-        s_, d_ = _split_key(int(old.group_keys[g]), _DPID_BITS)
-        ops_del_class.append(Op(OpKind.DELETE_CLASS, s_, dest_dpid=d_))
-        ops_del_group.append(Op(OpKind.DELETE_GROUP, s_, group_id=int(installed.group_ids[g]), dest_dpid=d_))
-    ops_del_labels = [Op(OpKind.DELETE_LABEL, *_split_key(k, _LABEL_BITS)) for k in old.label_keys[del_l].tolist()]
+    def labels(kind, keys, ports=None):
+        d, lab = _split(keys, _LABEL_BITS)
+        return OpBatch(kind, d, label=lab, port=_EMPTY if ports is None else ports)
 
-    phases = [ops_labels, ops_groups, ops_class, ops_del_class, ops_del_group, ops_del_labels]
-    return Plan(tuple(tuple(p) for p in phases if p), Installed(desired, gids.astype(np.int64)))
+    def groups(kind, idx, keys=new.group_keys, gid=gids):
+        d, dd = _split(keys[idx], _DPID_BITS)
+        return OpBatch(kind, d, group_id=gid[idx], dest_dpid=dd)
+
+    put = np.flatnonzero(~same)
+    rows = _ranges(new.group_ptr, put)
+    add_groups = OpBatch(OpKind.ADD_GROUP, src[put], group_id=gids[put], dest_dpid=dest[put],
+                         bucket_ptr=np.concatenate([[0], np.cumsum(n_new[put])]).astype(np.int64),
+                         bucket_label=new.bucket_label[rows], bucket_port=new.bucket_port[rows],
+                         bucket_weight=new.bucket_weight[rows])
+    moved = np.flatnonzero(changed)
+    old_gid_of_moved = np.zeros(new.group_keys.size, dtype=np.int64)
+    if moved.size:
+        old_gid_of_moved[moved] = installed.group_ids[gpos[moved]]
+    # Old groups to delete (moved pairs and removed pairs), one batch sorted by switch.
+    del_keys = np.concatenate([new.group_keys[moved], old.group_keys[removed]])
+    del_gids = np.concatenate([old_gid_of_moved[moved], installed.group_ids[removed]])
+    order = np.argsort(del_keys >> _DPID_BITS, kind="stable")
+    steps = [
+        (Phase.LABELS, (labels(OpKind.ADD_LABEL, new.label_keys[add_l], new.label_ports[add_l]),
+                        labels(OpKind.MODIFY_LABEL, new.label_keys[mod_l], new.label_ports[mod_l]))),
+        (Phase.GROUPS, (add_groups,)),
+        (Phase.CLASSIFY, (groups(OpKind.ADD_CLASS, np.flatnonzero(~same & ~changed)),
+                          groups(OpKind.MODIFY_CLASS, moved))),
+        (Phase.DELETE_CLASS, (groups(OpKind.DELETE_CLASS, removed, old.group_keys, installed.group_ids),)),
+        (Phase.DELETE_GROUPS, (groups(OpKind.DELETE_GROUP, order, del_keys, del_gids),)),
+        (Phase.DELETE_LABELS, (labels(OpKind.DELETE_LABEL, old.label_keys[del_l]),)),
+    ]
+    steps = tuple((ph, tuple(b for b in batches if len(b))) for ph, batches in steps)
+    return Plan(tuple((ph, bs) for ph, bs in steps if bs), Installed(desired, gids.astype(np.int64)))

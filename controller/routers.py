@@ -96,8 +96,9 @@ class ModelRouter:
     name = "model"
 
     def __init__(self, address: str, timeout_seconds: float = 1.0, retries: int = 1,
-                 on_request: Callable[[float], None] | None = None, client=None):
+                 on_request: Callable[[float], None] | None = None, client=None, security=None):
         self.address = address
+        self.security = security  # tellm.contract.security.settings.ClientSecurity (TLS, token); None: plaintext
         self.timeout_seconds = timeout_seconds
         self.retries = retries
         self.on_request = on_request  # client-side request duration (metrics)
@@ -113,7 +114,9 @@ class ModelRouter:
                 from tellm.contract.client import InferenceClient
             except ImportError as exc:
                 raise RouterFailure("unavailable", f"inference client not installed: {exc}") from exc
-            self._client = InferenceClient(self.address, timeout_seconds=self.timeout_seconds, retries=self.retries)
+            kw = {"security": self.security} if self.security is not None else {}
+            self._client = InferenceClient(self.address, timeout_seconds=self.timeout_seconds, retries=self.retries,
+                                           **kw)
         return self._client
 
     def route(self, inp: RoutingInput) -> Routing:
@@ -203,13 +206,15 @@ class FallbackRouter:
 
 
 def make_router(name: str, num_nodes: int | None, inference_address: str = "127.0.0.1:50051",
-                inference_timeout_seconds: float = 1.0, on_request=None, on_fallback=None) -> Router:
+                inference_timeout_seconds: float = 1.0, on_request=None, on_fallback=None,
+                inference_security=None) -> Router:
     if name == "ecmp":
         return ECMPRouter()
     if name == "lp":
         return LPRouterWithFallback(on_fallback)
     if name == "model":
-        model = ModelRouter(inference_address, timeout_seconds=inference_timeout_seconds, on_request=on_request)
+        model = ModelRouter(inference_address, timeout_seconds=inference_timeout_seconds, on_request=on_request,
+                            security=inference_security)
         return FallbackRouter(model, num_nodes, on_fallback=on_fallback)
     raise ValueError(f"unknown router {name!r} (model, lp, ecmp)")
 

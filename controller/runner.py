@@ -22,6 +22,41 @@ class ServeOptions:
     metrics_port: int | None = 9101
     api_port: int | None = 9100
     http_host: str = "127.0.0.1"
+    # OpenFlow over TLS: with a certificate and key, --of-port speaks TLS only; with a CA, switches must
+    # present a certificate it signed (mutual TLS).
+    ofp_ssl_cert: str | None = None
+    ofp_ssl_key: str | None = None
+    ofp_ssl_ca: str | None = None
+
+
+def check_ofp_tls(opts: ServeOptions) -> None:
+    """Load the OpenFlow TLS files once here so that a bad file is an operator error at start (os-ken
+    would only fail inside its listener thread)."""
+    import ssl
+
+    if not opts.ofp_ssl_cert and not opts.ofp_ssl_key and not opts.ofp_ssl_ca:
+        return
+    if not (opts.ofp_ssl_cert and opts.ofp_ssl_key):
+        raise ValueError("OpenFlow TLS needs both --ofp-ssl-cert and --ofp-ssl-key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(opts.ofp_ssl_cert, opts.ofp_ssl_key)
+        if opts.ofp_ssl_ca:
+            ctx.load_verify_locations(opts.ofp_ssl_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"OpenFlow TLS files: {exc}") from None
+
+
+def _osken_args(opts: ServeOptions) -> list[str]:
+    args = ["--ofp-listen-host", opts.of_host]
+    if opts.ofp_ssl_cert and opts.ofp_ssl_key:
+        args += ["--ofp-ssl-listen-port", str(opts.of_port), "--ctl-cert", opts.ofp_ssl_cert,
+                 "--ctl-privkey", opts.ofp_ssl_key]
+        if opts.ofp_ssl_ca:
+            args += ["--ca-certs", opts.ofp_ssl_ca]
+    else:
+        args += ["--ofp-tcp-listen-port", str(opts.of_port)]
+    return args
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -49,8 +84,7 @@ def run(core: ControllerCore, opts: ServeOptions, stop: threading.Event | None =
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: stop.set())
-    cfg.CONF(args=["--ofp-tcp-listen-port", str(opts.of_port), "--ofp-listen-host", opts.of_host],
-             project="os_ken")
+    cfg.CONF(args=_osken_args(opts), project="os_ken")
     metrics_server = api_server = None
     if opts.metrics_port:
         metrics_server, _ = core.metrics.serve(opts.metrics_port, opts.http_host)
@@ -63,8 +97,9 @@ def run(core: ControllerCore, opts: ServeOptions, stop: threading.Event | None =
     contexts = mgr.create_contexts()
     mgr.instantiate_apps(**contexts)
     ours = [a for a in mgr.applications.values() if isinstance(a, app_module.TellmController)]
-    log.warning("controller listening for OpenFlow 1.5 on %s:%d; metrics :%s, API :%s (router %s)",
-                opts.of_host, opts.of_port, opts.metrics_port, opts.api_port, core.router.name)
+    tls = "TLS, switch certificates required" if opts.ofp_ssl_ca else "TLS" if opts.ofp_ssl_cert else "plain TCP"
+    log.warning("controller listening for OpenFlow 1.5 on %s:%d (%s); metrics :%s, API :%s (router %s)",
+                opts.of_host, opts.of_port, tls, opts.metrics_port, opts.api_port, core.router.name)
     try:
         stop.wait()
     finally:

@@ -285,6 +285,16 @@ CONTROL_LOOP = Dashboard(
                    q(f"tellm_group_updates_total{{{CONTROLLER}}}", instant=True), width=6),
             graph("Group updates per second", "Select groups (re)installed per second (make-before-break updates).",
                   q(f"rate(tellm_group_updates_total{{{CONTROLLER}}}[{RATE}])", "groups/s"), min_val=0),
+            graph("OpenFlow update messages per second",
+                  "Label, group and classification messages of update plans sent to the switches (barriers not "
+                  "counted).", q(f"rate(tellm_openflow_messages_total{{{CONTROLLER}}}[{RATE}])", "messages/s"),
+                  min_val=0),
+            graph("OpenFlow update bytes per second", "Bytes of those messages.",
+                  q(f"rate(tellm_openflow_bytes_total{{{CONTROLLER}}}[{RATE}])", "bytes/s"), unit="Bps", min_val=0),
+            graph("Rules per switch", "Flow rules plus groups on the switch that holds the most, and the most any "
+                  "routing of the candidate paths needs on one switch (every path carrying traffic).",
+                  q(f"tellm_switch_rules_max{{{CONTROLLER}}}", "installed (busiest switch)"),
+                  q(f"tellm_switch_rules_bound{{{CONTROLLER}}}", "bound (every candidate path active)"), min_val=0),
         ]),
     ),
 )

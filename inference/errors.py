@@ -26,6 +26,12 @@ class FailedPrecondition(RequestError):
     code = "FAILED_PRECONDITION"
 
 
+class ResourceExhausted(RequestError):
+    """A request the server refuses for lack of room or rate (too large to keep, too frequent)."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Unavailable(RequestError):
     code = "UNAVAILABLE"
 

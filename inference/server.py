@@ -26,11 +26,14 @@ from grpc_reflection.v1alpha import reflection
 
 from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from tellm.contract.vocabulary import MAX_MESSAGE_BYTES, TE_SERVICE_NAME
+from tellm.contract.security.audit import AdminAudit
+from tellm.contract.security.settings import ServerSecurity
 
 from .metrics import ServiceMetrics
+from .modelfile import DEFAULT_MAX_MODEL_BYTES
 from .service import PolicyLookup, TrafficEngineeringServicer
 from .session import LoadedModel, ModelHolder, ProviderChoice
-from .topologies import TopologyStore
+from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES, TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
@@ -57,22 +60,30 @@ class ServerConfig:
     watch_interval_seconds: float = 1.0  # 0: no file watching
     grace_seconds: float = 5.0
     max_topologies: int = 64
+    max_topology_bytes: int = DEFAULT_MAX_TOPOLOGY_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     specialise: bool = True  # per-topology specialised heads with same-topology batching (fastpath.py)
     max_batch: int = 32  # Route requests of one topology in one run, at most
     batch_window_seconds: float = 0.0  # how long a run waits for more requests (0: batch only what queued)
+    model_dir: Path | None = None  # ReloadModel paths must lie inside it (default: the model's directory)
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    security: ServerSecurity = ServerSecurity()  # TLS and tokens (none: plaintext, loopback only)
 
 
 class InferenceServer:
     def __init__(self, config: ServerConfig, policy_lookup: PolicyLookup | None = None,
-                 services: Sequence[HostedService] = ()):
+                 services: Sequence[HostedService] = (), audit: AdminAudit | None = None):
+        """``audit``: where admin calls are recorded (shared with hosted services that have admin
+        calls); default: the server log only."""
         self.config = config
+        self.audit = audit or AdminAudit()
         self.policy_lookup = policy_lookup
         self.services = tuple(services)
         self.metrics = ServiceMetrics()
         self.models = ModelHolder(Path(config.model_path), provider=config.provider, threads=config.ort_threads,
-                                  on_change=self._model_changed, on_reload_failure=self._reload_failed)
-        self.topologies = TopologyStore(max_topologies=config.max_topologies)
+                                  on_change=self._model_changed, on_reload_failure=self._reload_failed,
+                                  model_dir=config.model_dir, max_bytes=config.max_model_bytes)
+        self.topologies = TopologyStore(max_topologies=config.max_topologies, max_bytes=config.max_topology_bytes)
         self.health = health.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -101,16 +112,18 @@ class InferenceServer:
     def start(self) -> int:
         """Load the model and start serving; returns the gRPC port. Raises ModelError on a bad model."""
         cfg = self.config
+        cfg.security.check_bind(cfg.host)
         self.models.load_initial()
         options = [("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
-                             options=options, maximum_concurrent_rpcs=None)
+                             options=options, maximum_concurrent_rpcs=None,
+                             interceptors=cfg.security.interceptors(self.audit))
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_lookup=self.policy_lookup, fast_path=self._fast_path_options()),
-            server)
+                                       policy_lookup=self.policy_lookup, audit=self.audit,
+                                       fast_path=self._fast_path_options()), server)
         for service in self.services:
             service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -119,7 +132,7 @@ class InferenceServer:
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server)
         host = cfg.host if ":" not in cfg.host or cfg.host.startswith("[") else f"[{cfg.host}]"
-        port = server.add_insecure_port(f"{host}:{cfg.port}")
+        port = cfg.security.add_port(server, f"{host}:{cfg.port}")
         if port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port} (address in use?)")
         server.start()
@@ -134,8 +147,9 @@ class InferenceServer:
         for name in ("", TE_SERVICE_NAME, *(s.name for s in self.services)):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         model = self.models.current
-        log.warning("tellm inference serving on %s:%d (model %s on %s; metrics %s)", cfg.host, port, model.version,
-                    model.provider, f"port {self.metrics_port}" if self.metrics_port else "off")
+        log.warning("tellm inference serving on %s:%d (%s; model %s on %s; metrics %s)", cfg.host, port,
+                    cfg.security.describe(), model.version, model.provider,
+                    f"port {self.metrics_port}" if self.metrics_port else "off")
         return port
 
     def stop(self, grace_seconds: float | None = None) -> None:

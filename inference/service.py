@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
 import time
 from typing import Callable
@@ -19,16 +18,18 @@ import grpc
 import numpy as np
 
 from tellm.contract.codec import get_array, set_packed
-from tellm.contract.policies import DEFAULT_POLICY, canonical_name
+from tellm.contract.policies import DEFAULT_POLICY, PolicyError, canonical_name, check_policy_vector
 from tellm.contract.v1 import traffic_engineering_service_pb2 as pb
 from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from tellm.contract.vocabulary import POLICY_DIM
+from tellm.contract.security.audit import AdminAudit
 
 from .fastpath import RUN_STARTED, FastPath
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics
-from .session import LoadedModel, ModelError, ModelHolder
+from .session import LoadedModel, ModelError, ModelHolder, ModelRefused, ReloadBusy
 from .topologies import TopologyStore, build_topology
+from .validation import check_demand_fits, check_outputs
 
 log = logging.getLogger("tellm.inference.service")
 
@@ -93,8 +94,9 @@ def model_info_message(model: LoadedModel) -> pb.ModelInfo:
 class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
     def __init__(self, models: ModelHolder, topologies: TopologyStore, metrics: ServiceMetrics,
                  max_parallel_runs: int = 4, policy_lookup: PolicyLookup | None = None,
-                 fast_path: dict | None = None):
+                 audit: AdminAudit | None = None, fast_path: dict | None = None):
         self.models = models
+        self.audit = audit or AdminAudit()
         # The operator's active policy (e.g. set through PolicyService) applies to requests that name none.
         self.policy_lookup = policy_lookup
         self.topologies = topologies
@@ -152,6 +154,7 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
             raise InvalidArgument("demand_bps", f"has {demand.shape[0]} values, the topology has "
                                                 f"{topo.num_pairs} pairs (one demand per registered pair)")
         _finite_nonnegative("demand_bps", demand)
+        check_demand_fits(demand, topo)
 
         link_up = reg.all_up
         observed_mlu = None
@@ -193,11 +196,7 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         split = np.asarray(out["split"], dtype=np.float32).reshape(-1)
         loads = np.asarray(out["link_load_bps"], dtype=np.float32).reshape(-1)
         mlu = float(np.asarray(out["mlu"]).reshape(-1)[0])
-        if split.shape[0] != topo.num_paths or loads.shape[0] != topo.num_links:
-            raise RequestError(f"model {model.version} returned split[{split.shape[0]}] / link_load_bps"
-                               f"[{loads.shape[0]}] for {topo.num_paths} paths / {topo.num_links} links")
-        if not (np.isfinite(split).all() and math.isfinite(mlu)):
-            raise RequestError(f"model {model.version} returned non-finite split ratios or MLU")
+        check_outputs(model.version, topo, split, loads, mlu)
 
         reply = pb.RouteResponse(mlu=mlu, model_version=model.version, topology_version=reg.version)
         if observed_mlu is not None:
@@ -264,6 +263,11 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
                                                               f"{model.policy_dim}")
             if not np.isfinite(vec).all():
                 raise InvalidArgument("policy_vector.values", "must be finite")
+            if model.policy_dim == POLICY_DIM:
+                try:
+                    check_policy_vector(vec)
+                except PolicyError as exc:
+                    raise InvalidArgument("policy_vector.values", str(exc)) from None
             return vec
         if self.policy_lookup is not None and model.policy_dim == POLICY_DIM:
             return np.asarray(self.policy_lookup(request.topology_id), dtype=np.float32)
@@ -272,13 +276,27 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
     # ---------------------------------------------------------------- model admin
     @_rpc("ReloadModel")
     def ReloadModel(self, request: pb.ReloadModelRequest, context) -> pb.ReloadModelResponse:
+        what = {"model_path": request.model_path}
         try:
             model, changed = self.models.reload(request.model_path or None)
+        except ReloadBusy as exc:
+            self.audit.record(context, "ReloadModel", what, f"busy: {exc}")
+            raise Unavailable(f"{exc}; try again") from None
+        except ModelRefused as exc:
+            self.audit.record(context, "ReloadModel", what, f"refused: {exc}")
+            # One answer for every file the server will not read (missing, secret, FIFO, device, too large,
+            # outside the model directory): no oracle for what exists on the server. The log says which.
+            raise InvalidArgument("model_path", "not an allowed model file: give a regular file inside the "
+                                                "server's model directory, within its size limit (the previous "
+                                                "model keeps serving)") from None
         except ModelError as exc:
+            self.audit.record(context, "ReloadModel", what, f"failed: {exc}")
             if request.model_path:
                 raise InvalidArgument("model_path", f"{exc} (the previous model keeps serving)") from exc
             raise FailedPrecondition(f"the model file cannot be served: {exc} (the previous model keeps "
                                      "serving)") from exc
+        self.audit.record(context, "ReloadModel", what, f"ok: version {model.version}"
+                                                        f"{' (changed)' if changed else ' (unchanged)'}")
         return pb.ReloadModelResponse(model=model_info_message(model), changed=changed)
 
     @_rpc("GetModelInfo")

@@ -32,6 +32,8 @@ from tellm.contract.vocabulary import INPUT_TYPES as REQUIRED_INPUTS
 from tellm.contract.vocabulary import OUTPUT_NAMES as REQUIRED_OUTPUTS
 from tellm.contract.vocabulary import POLICY_DIM
 
+from .modelfile import DEFAULT_MAX_MODEL_BYTES, MAX_CARD_BYTES, read_capped, resolve_inside
+
 log = logging.getLogger("tellm.inference.session")
 
 ProviderChoice = Literal["auto", "cuda", "cpu"]
@@ -39,6 +41,15 @@ ProviderChoice = Literal["auto", "cuda", "cpu"]
 
 class ModelError(RuntimeError):
     """A model file that cannot be served (missing, unreadable, wrong interface)."""
+
+
+class ModelRefused(ModelError):
+    """The file was never read: missing, unreadable, not a regular file, too large or outside the
+    model directory. The message says which, for the operator; callers get one generic answer."""
+
+
+class ReloadBusy(ModelError):
+    """Another model load is in progress; nothing was read."""
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -193,17 +204,17 @@ def _create_session(data: bytes, choice: ProviderChoice, threads: int):
 
 
 def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threads: int = 0,
-               load_count: int = 1) -> LoadedModel:
-    """Load and check a model file; raises ModelError with a one-line reason."""
+               load_count: int = 1, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> LoadedModel:
+    """Load and check a model file; raises ModelError with a one-line reason (ModelRefused when the
+    file was not read: see modelfile.read_capped)."""
     path = Path(path).expanduser().resolve()
     t0 = time.perf_counter()
     try:
-        stat = _file_stat(path)
-        data = path.read_bytes()
+        data, stat = read_capped(path, max_bytes)
     except FileNotFoundError as exc:
-        raise ModelError(f"cannot read model file {path}: no such model file") from exc
+        raise ModelRefused(f"cannot read model file {path}: no such model file") from exc
     except OSError as exc:
-        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+        raise ModelRefused(f"cannot read model file {path}: {exc.strerror or exc}") from exc
     sha = hashlib.sha256(data).hexdigest()
     try:
         session, available = _create_session(data, provider, threads)
@@ -225,13 +236,18 @@ def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threa
 
     card_json, card = "", {}
     card_file = _card_path(path)
-    if card_file.exists():
+    try:
+        card_json = read_capped(card_file, MAX_CARD_BYTES)[0].decode()
+    except FileNotFoundError:
+        card_json = ""
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{card_file}: unreadable model card: {exc}") from exc
+    if card_json:
         try:
-            card_json = card_file.read_text()
             card = json.loads(card_json)
             if not isinstance(card, dict):
                 raise ValueError("the card is not a JSON object")
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             raise ModelError(f"{card_file}: unreadable model card: {exc}") from exc
     # The all-zeros vector (plain min-MLU) is always accepted; card names are spelt canonically.
     policies = {DEFAULT_POLICY: np.zeros(policy_dim, dtype=np.float32)}
@@ -252,25 +268,38 @@ def load_model(path: str | os.PathLike, provider: ProviderChoice = "auto", threa
 
 @dataclass(eq=False)
 class ModelHolder:
-    """The current model plus reload-on-change. Thread-safe; reloads are serialised."""
+    """The current model plus reload-on-change. Thread-safe; one load at a time, read and checked
+    outside the lock that guards the swap (a slow or refused file never holds up anything else).
+
+    ``model_dir``: where reloads by path may come from (default: the directory of the first model);
+    ``max_bytes``: the largest model file read.
+    """
 
     path: Path
     provider: ProviderChoice = "auto"
     threads: int = 0
     on_change: Callable[[LoadedModel], None] | None = None
     on_reload_failure: Callable[[str], None] | None = None
+    model_dir: Path | None = None
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES
     current: LoadedModel | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loading: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _failed_stat: tuple[int, int, int] | None = None
     _loads: int = 0
 
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).expanduser().resolve()
+        self.model_dir = Path(self.model_dir or self.path.parent).expanduser().resolve()
+
     def load_initial(self) -> LoadedModel:
-        with self._lock:
-            self._loads = 1
-            model = load_model(self.path, self.provider, self.threads, load_count=1)
-            self._install(model)
+        with self._loading:
+            model = load_model(self.path, self.provider, self.threads, load_count=1, max_bytes=self.max_bytes)
+            with self._lock:
+                self._loads = 1
+                self._install(model)
             return model
 
     def _install(self, model: LoadedModel) -> None:
@@ -282,29 +311,45 @@ class ModelHolder:
             self.on_change(model)
 
     def reload(self, path: str | os.PathLike | None = None) -> tuple[LoadedModel, bool]:
-        """Load ``path`` (default: the current path) and swap it in when its content differs.
+        """Load ``path`` (default: the current path; relative paths are inside ``model_dir``) and swap it
+        in when its content differs.
 
-        Returns (model now serving, whether it changed); raises ModelError and keeps the old model
-        when the new file cannot be served.
+        Returns (model now serving, whether it changed); raises ModelRefused for a path outside
+        ``model_dir`` or a file that is not readable as a regular file within the size cap, ReloadBusy
+        while another load runs, ModelError for a file that cannot be served. The old model keeps
+        serving on any error.
         """
-        with self._lock:
-            target = Path(path).expanduser().resolve() if path else self.path
-            old = self.current
+        if not self._loading.acquire(blocking=False):
+            raise ReloadBusy("another model load is in progress")
+        try:
             try:
-                model = load_model(target, self.provider, self.threads, load_count=self._loads + 1)
+                target = resolve_inside(self.model_dir, path) if path else self.path
+                model = load_model(target, self.provider, self.threads, load_count=self._loads + 1,
+                                   max_bytes=self.max_bytes)
+            except OSError as exc:  # outside the model directory
+                self._fail(None, str(exc))
+                raise ModelRefused(str(exc)) from None
             except ModelError as exc:
-                self._failed_stat = _safe_stat(target)
-                if self.on_reload_failure:
-                    self.on_reload_failure(str(exc))
+                self._fail(target, str(exc))
                 raise
             self._failed_stat = None
-            if old is not None and model.sha256 == old.sha256 and model.path == old.path:
-                # Same bytes (e.g. touched, or rewritten identically): keep the warm session.
-                self.current = _restamp(old, model.file_stat)
-                return self.current, False
-            self._loads += 1
-            self._install(model)
-            return model, True
+            with self._lock:
+                old = self.current
+                if old is not None and model.sha256 == old.sha256 and model.path == old.path:
+                    # Same bytes (e.g. touched, or rewritten identically): keep the warm session.
+                    self.current = _restamp(old, model.file_stat)
+                    return self.current, False
+                self._loads += 1
+                self._install(model)
+                return model, True
+        finally:
+            self._loading.release()
+
+    def _fail(self, target: Path | None, reason: str) -> None:
+        if target is not None and target == self.path:
+            self._failed_stat = _safe_stat(target)
+        if self.on_reload_failure:
+            self.on_reload_failure(reason)
 
     # ------------------------------------------------------------ file watching
     def start_watching(self, interval_seconds: float) -> None:
@@ -337,6 +382,8 @@ class ModelHolder:
             return False  # gone (mid-replace), unchanged, or the same broken file as last time
         try:
             _, changed = self.reload()
+        except ReloadBusy:
+            return False  # a reload by RPC is running; the next poll looks again
         except ModelError as exc:
             log.error("model file changed but cannot be served; keeping version %s: %s", model.version, exc)
             return False

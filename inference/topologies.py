@@ -7,6 +7,7 @@ so a Route call only decodes its demand vector and link state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -15,7 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import FailedPrecondition, InvalidArgument
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+
+#: The model computes in float32: a value beyond this overflows to inf inside the run.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Smallest capacity the model can divide by (float32's smallest normal number).
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +55,19 @@ class TopologyArrays:
     @property
     def num_paths(self) -> int:
         return int(self.path_pair.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the registration holds: its arrays (plus the all-up vector) and node names."""
+        arrays = (self.link_src, self.link_dst, self.capacity_bps, self.latency_seconds, self.pairs, self.path_pair,
+                  self.inc_path, self.inc_link)
+        return sum(a.nbytes for a in arrays) + 4 * self.num_links + sum(len(n) + 49 for n in self.node_names)
+
+    @functools.cached_property
+    def pair_starts(self) -> np.ndarray:
+        """Index of each pair's first path (paths of a pair are consecutive): for per-pair sums."""
+        counts = np.bincount(self.path_pair, minlength=self.num_pairs)
+        return np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,10 +119,20 @@ def build_topology(node_names, link_src, link_dst, capacity_bps, latency_seconds
     if bad.any():
         i = _first(bad)
         raise InvalidArgument(f"links[{i}].capacity_bps", f"must be finite and > 0, got {capacity[i]}")
+    bad = (capacity > FLOAT32_MAX) | (capacity < FLOAT32_TINY)
+    if bad.any():
+        i = _first(bad)
+        raise InvalidArgument(f"links[{i}].capacity_bps", f"{capacity[i]} is outside the float32 range "
+                                                          f"[{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}] the model computes in")
     bad = ~np.isfinite(latency) | (latency < 0)
     if bad.any():
         i = _first(bad)
         raise InvalidArgument(f"links[{i}].latency_seconds", f"must be finite and >= 0, got {latency[i]}")
+    bad = latency > FLOAT32_MAX
+    if bad.any():
+        i = _first(bad)
+        raise InvalidArgument(f"links[{i}].latency_seconds", f"{latency[i]} overflows float32 (max "
+                                                             f"{FLOAT32_MAX:.3g}), the type the model computes in")
 
     pair_src, pair_dst, pair_counts, link_counts, links = (
         np.asarray(a, dtype=np.int64) for a in (pair_src, pair_dst, pair_path_counts, path_link_counts, path_link_ids))
@@ -180,19 +209,32 @@ def build_topology(node_names, link_src, link_dst, capacity_bps, latency_seconds
                           inc_link=links, content_hash=h.hexdigest()[:16])
 
 
+#: Default memory bound of the registered topologies (Kdl with k=4 paths per pair holds about 0.9 GB).
+DEFAULT_MAX_TOPOLOGY_BYTES = 4 * 1024**3
+
+
 @dataclass(eq=False)
 class TopologyStore:
     """Registered topologies by id, each with a version that goes up when its content changes.
 
-    Holds at most ``max_topologies`` ids; the least recently registered is dropped first (its
-    callers then get FAILED_PRECONDITION and register again).
+    Holds at most ``max_topologies`` ids and ``max_bytes`` of arrays; the least recently *used*
+    (registered or routed) is dropped first, so a controller that routes every second is never pushed
+    out by registrations nobody routes on (dropped callers get FAILED_PRECONDITION and register
+    again). One registration larger than ``max_bytes`` is refused with RESOURCE_EXHAUSTED.
     """
 
     max_topologies: int = 64
+    max_bytes: int = DEFAULT_MAX_TOPOLOGY_BYTES
     _items: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bytes: int = 0
 
     def register(self, topology_id: str, arrays: TopologyArrays) -> tuple[RegisteredTopology, bool]:
+        size = arrays.nbytes
+        if size > self.max_bytes:
+            raise ResourceExhausted(f"the topology needs {size / 2**20:.1f} MiB of server memory, more than this "
+                                    f"server keeps for all topologies ({self.max_bytes / 2**20:.1f} MiB, "
+                                    "--max-topology-bytes)")
         with self._lock:
             old = self._items.get(topology_id)
             if old is not None and old.arrays.content_hash == arrays.content_hash:
@@ -202,14 +244,21 @@ class TopologyStore:
             reg = RegisteredTopology(topology_id=topology_id, version=version, arrays=arrays,
                                      all_up=np.ones(arrays.num_links, dtype=np.float32),
                                      registered_at_unix_seconds=time.time())
+            if old is not None:
+                self._bytes -= old.arrays.nbytes
             self._items[topology_id] = reg
             self._items.move_to_end(topology_id)
-            while len(self._items) > self.max_topologies:
-                self._items.popitem(last=False)
+            self._bytes += size
+            while len(self._items) > self.max_topologies or self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)  # never the new one: it fits on its own
+                self._bytes -= dropped.arrays.nbytes
             return reg, True
 
     def get(self, topology_id: str, version: int) -> RegisteredTopology:
-        reg = self._items.get(topology_id)  # dict reads are atomic; no lock on the hot path
+        with self._lock:  # O(1): a lookup and a move to the most recently used end
+            reg = self._items.get(topology_id)
+            if reg is not None:
+                self._items.move_to_end(topology_id)
         if reg is None:
             if not topology_id:
                 raise InvalidArgument("topology_id", "is empty; pass the id returned by RegisterTopology")
@@ -219,6 +268,10 @@ class TopologyStore:
             raise FailedPrecondition(f"topology_version {version} of {topology_id!r} is stale: the current "
                                      f"version is {reg.version}; re-register or use the current version")
         return reg
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._items)

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import re
+import shutil
 import subprocess
 import time
 from contextlib import contextmanager
@@ -21,11 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tellm.controller.addressing import host_ip, host_mac, host_subnet_cidr
+
 from .scenarios import Scenario
 
 log = logging.getLogger("tellm.mininet")
 
+#: The machine-wide lock every Open vSwitch/Mininet experiment holds (ovs.sh cleanup takes it too).
 LOCK_PATH = "/tmp/tellm-mininet.lock"
+OVS_CTL = Path("/usr/share/openvswitch/scripts/ovs-ctl")
 #: Host access links are not part of the TE problem; make them fast enough never to bottleneck.
 HOST_LINK_MBPS = 100.0
 
@@ -34,9 +39,22 @@ class TestbedError(RuntimeError):
     """The testbed cannot be built or run (not root, Open vSwitch missing, Mininet failure)."""
 
 
+def mininet_unavailable() -> str | None:
+    """Why the Mininet testbed cannot run on this machine (not root, no Open vSwitch, no Mininet), or None."""
+    if os.geteuid() != 0:
+        return "needs root (Open vSwitch, Mininet)"
+    if shutil.which("ovs-vsctl") is None or not OVS_CTL.exists():
+        return "Open vSwitch is not installed (Debian package openvswitch-switch)"
+    try:
+        import mininet.net  # noqa: F401  (Debian package: Debian's python3 only)
+    except ImportError:
+        return "Mininet is not importable (Debian package mininet; use a venv on /usr/bin/python3)"
+    return None
+
+
 @contextmanager
 def mininet_lock(timeout_seconds: float | None = None, on_wait=None):
-    """Hold /tmp/tellm-mininet.lock (only one OVS/Mininet experiment at a time on a shared machine).
+    """Hold LOCK_PATH (only one OVS/Mininet experiment at a time on a shared machine).
     Python opens it close-on-exec, so daemons started meanwhile do not inherit (and keep) the lock."""
     f = open(LOCK_PATH, "a")
     try:
@@ -82,7 +100,7 @@ def cleanup_leftovers(scenario: Scenario) -> None:
     """Remove what a crashed run of this scenario left behind: its bridges and veths. Targeted on
     purpose: `mn -c` also kills every `ping`/`controller` process and deletes /tmp/*.log machine-wide,
     which is wrong on a shared machine (ovs.sh cleanup still offers it)."""
-    names = [Scenario.switch_name(i) for i in range(1, len(scenario.switches) + 1)]
+    names = [scenario.switch_name(i) for i in range(1, len(scenario.switches) + 1)]
     existing = set(subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
                                   text=True).stdout.split())
     stale = [b for b in names if b in existing]
@@ -91,7 +109,7 @@ def cleanup_leftovers(scenario: Scenario) -> None:
         for b in stale:
             cmd += ["--", "--if-exists", "del-br", b]
         subprocess.run(cmd, capture_output=True)
-    pat = re.compile(r"^(s\d+-eth\d+|h\d+x\d+-eth\d+)$")
+    pat = re.compile(rf"^({re.escape(scenario.bridge_prefix)}\d+-eth\d+|h\d+x\d+-eth\d+)$")
     for name in _interfaces():
         if pat.match(name):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
@@ -130,10 +148,10 @@ class Testbed:
             net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=of_port)
         sw = {}
         for i, name in enumerate(scenario.switches, start=1):
-            sw[name] = net.addSwitch(Scenario.switch_name(i), dpid=f"{i:016x}", datapath="user",
+            sw[name] = net.addSwitch(scenario.switch_name(i), dpid=f"{i:016x}", datapath="user",
                                      protocols="OpenFlow15", failMode="secure")
         for hname, i, j in scenario.hosts():
-            h = net.addHost(hname, ip=f"{Scenario.host_ip(i, j)}/8", mac=Scenario.host_mac(i, j))
+            h = net.addHost(hname, ip=f"{host_ip(i, j)}/8", mac=host_mac(i, j))
             net.addLink(h, sw[scenario.switches[i - 1]], bw=host_link_mbps)
         tb = cls(scenario, net)
         intf_of: dict[tuple[str, str], str] = {}
@@ -181,7 +199,7 @@ class Testbed:
         return [h for h, _, _ in self.scenario.hosts()]
 
     def _static_arp(self) -> None:
-        entries = [(Scenario.host_ip(i, j), Scenario.host_mac(i, j)) for _, i, j in self.scenario.hosts()]
+        entries = [(host_ip(i, j), host_mac(i, j)) for _, i, j in self.scenario.hosts()]
         for h in self.net.hosts:
             cmds = "; ".join(f"ip neigh replace {ip} lladdr {mac} dev {h.name}-eth0 nud permanent"
                              for ip, mac in entries if ip != h.IP())
@@ -196,7 +214,7 @@ class Testbed:
         g.add_edges_from((ln.src, ln.dst) for ln in sc.links)
         port = {}
         for sname in sc.switches:
-            s = self.net.get(Scenario.switch_name(sc.dpid(sname)))
+            s = self.net.get(sc.switch_name(sc.dpid(sname)))
             for intf in s.intfList():
                 if intf.link is None:
                     continue
@@ -214,16 +232,16 @@ class Testbed:
                 if dst == src:
                     for _, i, j in sc.hosts():
                         if i == si:
-                            flows.append(f"priority=20,ip,nw_dst={Scenario.host_ip(i, j)},"
+                            flows.append(f"priority=20,ip,nw_dst={host_ip(i, j)},"
                                          f"actions=output:{port[(src, Scenario.host_name(i, j))]}")
                     continue
                 hop = nxt[dst][1]
-                out = port[(src, Scenario.switch_name(sc.dpid(hop)))]
-                flows.append(f"priority=10,ip,nw_dst=10.{di // 256}.{di % 256}.0/24,actions=output:{out}")
-            proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow15", "add-flows", Scenario.switch_name(si), "-"],
+                out = port[(src, sc.switch_name(sc.dpid(hop)))]
+                flows.append(f"priority=10,ip,nw_dst={host_subnet_cidr(di)},actions=output:{out}")
+            proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow15", "add-flows", sc.switch_name(si), "-"],
                                   input="\n".join(flows) + "\n", capture_output=True, text=True)
             if proc.returncode != 0:
-                raise TestbedError(f"ovs-ofctl add-flows {Scenario.switch_name(si)}: {proc.stderr.strip()}")
+                raise TestbedError(f"ovs-ofctl add-flows {sc.switch_name(si)}: {proc.stderr.strip()}")
 
     # ------------------------------------------------------------------ measurement
     def tx_bytes(self) -> np.ndarray:

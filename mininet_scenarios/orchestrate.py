@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -103,9 +102,11 @@ def wait_until(check: Callable[[], bool], timeout_seconds: float, what: str, ser
 
 # ------------------------------------------------------------------------------ services
 def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | None = None,
-                    timeout_seconds: float = 60.0) -> Service:
+                    timeout_seconds: float = 60.0, extra: list[str] | None = None, security=None) -> Service:
+    """``extra``: more `tellm serve` flags (e.g. TLS and tokens); ``security``: the
+    tellm.contract.security.settings.ClientSecurity the readiness probe connects with."""
     argv = tellm_command() + ["serve", "--port", str(port), "--metrics-port", str(metrics_port),
-                              "--provider", "cpu", "--ort-threads", "1", "--workers", "4"]
+                              "--provider", "cpu", "--ort-threads", "1", "--workers", "4"] + list(extra or [])
     if model is not None:
         argv += ["--model", str(model)]
     svc = Service("inference service (tellm serve)", argv, workdir / "serve.log").start()
@@ -113,7 +114,8 @@ def start_inference(port: int, metrics_port: int, workdir: Path, model: Path | N
     def healthy() -> bool:
         from tellm.contract.client import InferenceClient
 
-        c = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=1.0, retries=0)
+        kw = {"security": security} if security is not None else {}
+        c = InferenceClient(f"127.0.0.1:{port}", timeout_seconds=1.0, retries=0, **kw)
         try:
             return c.health()
         finally:
@@ -138,14 +140,24 @@ class ControllerPorts:
         return cls(free_port(), free_port(), free_port())
 
 
-def start_controller(topology_yaml: Path, router: str, ports: ControllerPorts, inference_address: str,
-                     workdir: Path, poll_interval_seconds: float = 1.0, k: int = 4,
-                     extra: list[str] | None = None) -> Service:
-    argv = tellm_command() + ["controller", "--topology", str(topology_yaml), "--router", router,
-                              "--of-port", str(ports.of_port), "--inference", inference_address,
-                              "--poll-interval", str(poll_interval_seconds),
-                              "--metrics-port", str(ports.metrics_port), "--api-port", str(ports.api_port),
-                              "--k", str(k), "--workers", "1"] + list(extra or [])
+def start_controller(topology_yaml: Path | None, router: str, ports: ControllerPorts, inference_address: str | None,
+                     workdir: Path, poll_interval_seconds: float = 1.0, k: int | None = 4,
+                     extra: list[str] | None = None, verbose: int = 0) -> Service:
+    """``tellm controller`` as a child process, logging to ``workdir/controller-<router>.log``; returns once
+    its JSON API answers. ``topology_yaml`` None = the controller discovers the network; ``inference_address``
+    None = the controller's default (also for ``k``); ``verbose`` = the number of ``-v`` (1: info log);
+    ``extra``: more options."""
+    argv = tellm_command() + ["-v"] * verbose + ["controller", "--router", router, "--of-port", str(ports.of_port),
+                                                 "--poll-interval", str(poll_interval_seconds),
+                                                 "--metrics-port", str(ports.metrics_port),
+                                                 "--api-port", str(ports.api_port), "--workers", "1"]
+    if k is not None:
+        argv += ["--k", str(k)]
+    if topology_yaml is not None:
+        argv += ["--topology", str(topology_yaml)]
+    if inference_address is not None:
+        argv += ["--inference", inference_address]
+    argv += list(extra or [])
     svc = Service(f"controller (router {router})", argv, workdir / f"controller-{router}.log").start()
     try:
         wait_until(lambda: controller_state(ports.api_port) is not None, 60, "the controller's API", svc, 0.3)
@@ -175,6 +187,10 @@ def controller_metric(metrics_port: int, name: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------ reachability
+#: Destinations pinged at once from one host (see ping_all).
+PING_BATCH = 16
+
+
 def ping_all(testbed, timeout_seconds: float = 1.0, pairs: list[tuple[str, str]] | None = None
              ) -> dict[tuple[str, str], bool]:
     """Ping every ordered host pair once, all hosts in parallel; {(src host, dst host): reached}."""
@@ -184,16 +200,20 @@ def ping_all(testbed, timeout_seconds: float = 1.0, pairs: list[tuple[str, str]]
     for s, d in pairs if pairs is not None else [(s, d) for s in names for d in names if s != d]:
         todo.setdefault(s, []).append(d)
     w = max(1, int(round(timeout_seconds)))
-    for s, dsts in todo.items():
-        script = " ".join(f"(ping -n -q -c1 -W{w} {ip[d]} >/dev/null 2>&1 && echo OK {d} || echo NO {d}) &"
-                          for d in dsts)
-        testbed.host(s).sendCmd(script + " wait")
     out = {}
-    for s, dsts in todo.items():
-        text = testbed.host(s).waitOutput()
-        ok = set(re.findall(r"^OK (\S+)", text, re.M))
-        for d in dsts:
-            out[(s, d)] = d in ok
+    # A host's shell reads one command line per round: at most PING_BATCH destinations, so that the
+    # line stays under the terminal's 4096-character limit (a longer one never completes).
+    for lo in range(0, max((len(d) for d in todo.values()), default=0), PING_BATCH):
+        batch = {s: dsts[lo:lo + PING_BATCH] for s, dsts in todo.items() if dsts[lo:lo + PING_BATCH]}
+        for s, dsts in batch.items():
+            script = " ".join(f"(ping -n -q -c1 -W{w} {ip[d]} >/dev/null 2>&1 && echo OK {d} || echo NO {d}) &"
+                              for d in dsts)
+            testbed.host(s).sendCmd(script + " wait")
+        for s, dsts in batch.items():
+            text = testbed.host(s).waitOutput()
+            ok = set(re.findall(r"^OK (\S+)", text, re.M))
+            for d in dsts:
+                out[(s, d)] = d in ok
     return out
 
 

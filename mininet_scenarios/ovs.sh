@@ -91,13 +91,13 @@ cmd_status() {
 stray_pids() {
   local self_ns pid ns cmd
   self_ns=$(readlink /proc/$$/ns/net)
-  for pid in $(pgrep -f 'iperf3|tellm.mininet_scenarios.traffic' || true); do
+  for pid in $(pgrep -f 'iperf3|tellm.mininet_scenarios.(traffic|udpflows)' || true); do
     [[ $pid == "$$" ]] && continue
     ns=$(readlink "/proc/$pid/ns/net" 2>/dev/null) || continue
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
     [[ $ns != "$self_ns" ]] || continue
     case $cmd in
-      *iperf3*|*tellm.mininet_scenarios.traffic*) echo "$pid" ;;
+      *iperf3*|*tellm.mininet_scenarios.traffic*|*tellm.mininet_scenarios.udpflows*) echo "$pid" ;;
     esac
   done
   return 0

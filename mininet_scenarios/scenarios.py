@@ -2,8 +2,9 @@
 traffic matrix. Pure Python (no Mininet import), so the controller side and unit tests can use it.
 
 A scenario gives two views of one network that must agree:
-- the Mininet network (``tellm.mininet_scenarios.net.build``): switch ``s<i>`` with datapath id i,
-  hosts ``h<i>x<j>`` per the addressing contract, TCLinks shaped to ``rate_bps``;
+- the Mininet network (``tellm.mininet_scenarios.net.Testbed``): bridge ``<bridge_prefix><i>`` (``s<i>``
+  by default) with datapath id i, hosts ``h<i>x<j>`` per the addressing contract
+  (``tellm.controller.addressing``), TCLinks shaped to ``rate_bps``;
 - the tecore YAML topology the controller reads (``Scenario.yaml_doc``): the same nodes in dpid order,
   capacities in bit/s equal to the TCLink rates, plus ``dpids`` and ``hosts_per_switch``.
 
@@ -26,6 +27,7 @@ import yaml
 
 from tecore import Topology, TrafficMatrix
 from tecore.loaders import load_yaml_topology
+from tellm.controller import addressing
 
 
 class ScenarioError(ValueError):
@@ -54,13 +56,17 @@ class Scenario:
     demands_bps: dict[tuple[str, str], float] = field(default_factory=dict)
     #: Shortest-path MLU the generated default TM is scaled to (ignored when demands_bps is given).
     load: float = 0.6
+    #: Mininet names switch i ``<bridge_prefix><i>`` (bridge and interface names, not topology names).
+    bridge_prefix: str = "s"
 
     def __post_init__(self) -> None:
         names = set(self.switches)
         if len(names) != len(self.switches):
             raise ScenarioError(f"scenario {self.name}: duplicate switch names")
-        if not 1 <= len(self.switches) <= 255 * 256:
-            raise ScenarioError(f"scenario {self.name}: 1..65280 switches supported")
+        if not 1 <= len(self.switches) <= addressing.MAX_DPID:
+            raise ScenarioError(f"scenario {self.name}: 1..{addressing.MAX_DPID} switches supported")
+        if not (self.bridge_prefix.isalpha() and self.bridge_prefix.isascii() and len(self.bridge_prefix) <= 3):
+            raise ScenarioError(f"scenario {self.name}: bridge_prefix must be 1-3 ASCII letters")
         if not 1 <= self.hosts_per_switch <= 254:
             raise ScenarioError(f"scenario {self.name}: hosts_per_switch must be in 1..254")
         seen = set()
@@ -81,22 +87,16 @@ class Scenario:
     def dpid(self, switch: str) -> int:
         return self.switches.index(switch) + 1
 
-    @staticmethod
-    def switch_name(dpid: int) -> str:
+    def switch_name(self, dpid: int) -> str:
         """Mininet name of switch ``dpid`` (SNDlib names are too long for interface names)."""
-        return f"s{dpid}"
+        return f"{self.bridge_prefix}{dpid}"
 
     @staticmethod
     def host_name(dpid: int, j: int) -> str:
         return f"h{dpid}x{j}"
 
-    @staticmethod
-    def host_ip(dpid: int, j: int) -> str:
-        return f"10.{dpid // 256}.{dpid % 256}.{j}"
-
-    @staticmethod
-    def host_mac(dpid: int, j: int) -> str:
-        return f"00:00:0a:{dpid // 256:02x}:{dpid % 256:02x}:{j:02x}"
+    host_ip = staticmethod(addressing.host_ip)
+    host_mac = staticmethod(addressing.host_mac)
 
     def hosts(self) -> list[tuple[str, int, int]]:
         """(host name, dpid, j) for every host, switch by switch."""
@@ -231,6 +231,8 @@ SCENARIOS = {
     "leafspine": leafspine,
     "abilene": lambda: from_sndlib("sndlib:abilene", "abilene", load=0.6),
     "geant": lambda: from_sndlib("sndlib:geant", "geant", load=0.5),
+    # Topology Zoo GARR (60 switches), shipped in topologies/ (see the file's header).
+    "garr": lambda: from_yaml(Path(__file__).parent / "topologies" / "garr.yaml", load=0.6),
 }
 
 

@@ -89,8 +89,9 @@ class WhatIf:
     policy vector when it answers, else with tecore's per-policy LP. Each answer says which."""
 
     def __init__(self, topology: Topology | None = None, k: int = 4, inference_address: str | None = None,
-                 inference_timeout_seconds: float = 2.0):
+                 inference_timeout_seconds: float = 2.0, security=None):
         self.topology = topology
+        self.security = security  # tellm.contract.security.settings.ClientSecurity for the inference service
         self.k = k
         self.inference_address = inference_address
         self.inference_timeout_seconds = inference_timeout_seconds
@@ -115,8 +116,9 @@ class WhatIf:
             return None
         try:
             if self._client is None:
+                kw = {"security": self.security} if self.security is not None else {}
                 self._client = InferenceClient(self.inference_address, timeout_seconds=self.inference_timeout_seconds,
-                                               retries=0)
+                                               retries=0, **kw)
             if self._handle is None or self._handle[0] != reg.topo.content_hash:
                 h = self._client.register_topology(reg.topo, reg.paths, topology_id=f"policy-whatif-{reg.topo.name}")
                 self._handle = (reg.topo.content_hash, h)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what it needs, then runs the whole suite (unit, gRPC, Prometheus,
-# Open vSwitch + Mininet end to end). Run as root on Debian. Extra arguments go to pytest.
+# The test command: installs what it needs, then runs the whole suite (tests/unit: in-process, seconds;
+# tests/integration: real gRPC servers, Prometheus, Open vSwitch + Mininet end to end). Run as root on
+# Debian. Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/unit` or `-m "not mininet"`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/bootstrap.sh"

@@ -1,4 +1,5 @@
-"""How much a candidate path set costs: path-LP / exact optimum over a TM sample, stretch, build time.
+"""How much a candidate path set costs: path-LP / exact optimum over a TM sample, stretch, build time,
+and its single-failure coverage.
 
 Used by ``tellm paths --report`` and benchmarks/bench_paths_optimum.py. The TMs must be ones the
 path set was not built from (the optimum-seeded strategy draws its own with a far-away seed).
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .coverage import coverage
 from .lp import solve_min_mlu
 from .optimum import solve_optimum
 from .paths import compute_paths
@@ -38,6 +40,7 @@ class StrategyReport:
     ratio_worst: float
     ratio_by_family: dict[str, dict[str, float]] = field(default_factory=dict)  # family -> geomean/worst
     rows: list[dict] = field(default_factory=list)  # per TM: label, family, mlu_opt, mlu_lp, ratio, seconds
+    coverage: dict = field(default_factory=dict)  # single-failure coverage (tecore.coverage.Coverage.as_dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,4 +88,4 @@ def evaluate_strategy(topo: Topology, tms: list[tuple[str, TrafficMatrix]], opt:
     return StrategyReport(topo.name, strategy, k, max_stretch, build, ps.num_paths,
                           float(ps.paths_per_pair.mean()), float(stretch.mean()),
                           float(np.percentile(stretch, 95)), float(stretch.max()),
-                          geomean(ratios), float(max(ratios)), by_fam, rows)
+                          geomean(ratios), float(max(ratios)), by_fam, rows, coverage(topo, ps).as_dict(topo))

@@ -17,8 +17,9 @@ import scipy.sparse as sp
 
 from .topology import Topology
 
-#: Version of the .npz layout written by ``PathSet.save``; a file of another version is rejected.
-_CACHE_VERSION = 1
+#: Version of the .npz files written by ``PathSet.save``; a file of another version is rejected (and
+#: recomputed by the cache). Raised whenever the layout or what a strategy computes changes.
+_CACHE_VERSION = 2
 
 
 class PathError(ValueError):

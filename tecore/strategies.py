@@ -54,17 +54,23 @@ def _edge_disjoint_first(g: nx.DiGraph, s: int, t: int, k: int, weight: str | No
     yield from _k_shortest(g, s, t, k, weight)
 
 
-def _optimum_seeded_marker(g, s, t, k, weight):  # pragma: no cover - dispatched in compute_paths
-    raise PathError("optimum-seeded paths are built for the whole topology by compute_paths")
+def _whole_topology_marker(g, s, t, k, weight):  # pragma: no cover - dispatched in compute_paths
+    raise PathError("this strategy builds the paths of all pairs at once in compute_paths")
 
 
 STRATEGIES: dict[str, Strategy] = {
     "shortest": _k_shortest,
     "capacity": _capacity_shortest,
     "edge-disjoint": _edge_disjoint_first,
-    # Whole-topology strategy: paths that carry flow in exact min-MLU solutions of sample TMs.
-    "optimum-seeded": _optimum_seeded_marker,
+    # Whole-topology strategies, vectorised over all pairs (tecore.diverse, tecore.seeded):
+    # shortest, then least-overlap paths (single-failure coverage), then Yen's where those repeat;
+    "diverse": _whole_topology_marker,
+    # paths that carry flow in exact min-MLU solutions of sample TMs, topped up with diverse paths.
+    "optimum-seeded": _whole_topology_marker,
 }
+#: Strategy that runs per pair (networkx, bounded by max_stretch) where a whole-topology one cannot
+#: honour a stretch bound.
+BOUNDED_TOPUP_STRATEGY = "edge-disjoint"
 
 DEFAULT_STRATEGY = "optimum-seeded"
 DEFAULT_K = 4

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import ROOT
+
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 DASHBOARD_DIR = ROOT / "dashboards"
 

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-# Test helper modules (inference_support, controller_net, ...) import as top-level modules whichever
-# test file pytest collects first.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tecore.loaders import find_data_dir
 

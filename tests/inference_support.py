@@ -1,9 +1,9 @@
-"""Shared helpers for tests/test_inference_*.py.
+"""Shared helpers of the inference tests (tests/unit/test_inference_*.py, tests/integration/test_inference_subprocess.py).
 
 Model under test: the shipped TE head (inference/models/tellm-te.onnx) by default; the equal-split
 reference model (built with onnx.helper into a temp dir) with TELLM_TEST_MODEL=reference:
 
-    TELLM_TEST_MODEL=reference pytest tests/test_inference_*.py
+    TELLM_TEST_MODEL=reference pytest tests/unit/test_inference_*.py tests/integration/test_inference_subprocess.py
 
 Assertions that only the reference model satisfies (exact equal split) check ``is_reference``.
 """

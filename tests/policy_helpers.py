@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from tecore import PathSet, Topology
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import FIXTURES, ROOT
 
 
 def triangle(capacity_bps: float = 10.0, latency_seconds: float = 1e-3) -> tuple[Topology, PathSet]:
@@ -31,9 +29,6 @@ def state_doc(topo: Topology, tm: np.ndarray, mlu: float, t: float, router: str 
             "traffic_matrix_bps": np.asarray(tm, dtype=float).tolist(), "mlu": mlu, "predicted_mlu": mlu,
             "link_utilization": {l["name"]: mlu * (0.5 + 0.5 * (i % 2)) for i, l in enumerate(links)},
             "router": router, "time": t}
-
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def recorded_states() -> list[dict]:

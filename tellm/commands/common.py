@@ -43,8 +43,10 @@ def add_path_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k", type=int, default=DEFAULT_K, help="paths per ordered pair (at most)")
     g.add_argument("--paths-strategy", default=DEFAULT_STRATEGY, choices=sorted(STRATEGIES),
                    help="how candidate paths are chosen: shortest (Yen), capacity (Yen on inverse-capacity "
-                        "weights), edge-disjoint (disjoint shortest paths first), optimum-seeded (paths of "
-                        "exact min-MLU solutions of sample TMs, topped up with edge-disjoint-first paths)")
+                        "weights), edge-disjoint (disjoint shortest paths first), diverse (shortest, then "
+                        "least-overlap paths: every pair survives any single link failure the network "
+                        "survives), optimum-seeded (paths of exact min-MLU solutions of sample TMs, topped "
+                        "up with diverse paths, keeping that single-failure coverage)")
     g.add_argument("--max-stretch", type=float, default=DEFAULT_MAX_STRETCH, metavar="X",
                    help="drop candidate paths longer than X times the pair's shortest path "
                         "(in --stretch-metric); default: no bound")

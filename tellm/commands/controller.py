@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tellm.errors import CLIError
 
+from tellm.contract.security.flags import add_client_args
+
 from .common import add_path_args, add_topology_args
 
 
@@ -50,6 +52,13 @@ def register(sub) -> None:
                    help="deadline of one inference request")
     g.add_argument("--of-port", type=int, default=6653, help="OpenFlow listening port")
     g.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listening address")
+    add_client_args(p, "the inference service, --inference")
+    t = p.add_argument_group("OpenFlow TLS (switches connect with ssl:HOST:PORT; see ovs-vsctl set-ssl)")
+    t.add_argument("--ofp-ssl-cert", default=None, metavar="FILE.pem",
+                   help="controller certificate; with --ofp-ssl-key, --of-port accepts TLS connections only")
+    t.add_argument("--ofp-ssl-key", default=None, metavar="FILE.pem", help="private key of --ofp-ssl-cert")
+    t.add_argument("--ofp-ssl-ca", default=None, metavar="FILE.pem",
+                   help="CA certificate(s): switches must present a certificate signed by one (mutual TLS)")
     g.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
                    help="counter polling and control interval")
     g.add_argument("--metrics-port", type=int, default=9101, help="Prometheus /metrics port (0 = off)")
@@ -68,6 +77,12 @@ def register(sub) -> None:
     g.add_argument("--weight-deadband", type=int, default=0, metavar="UNITS",
                    help="keep a pair's installed weights unless a bucket would move by more than UNITS/W "
                         "(fewer group rewrites from routing noise; adds at most UNITS/W error); 0 = off")
+    # Defaults as ControllerConfig's (tellm.controller.core; literal here so that --help stays light).
+    g.add_argument("--of-window", type=int, default=4096, metavar="MESSAGES",
+                   help="OpenFlow messages per switch sent but not yet confirmed by a barrier reply: a big update "
+                        "is sent in chunks of half this, so a switch never queues more")
+    g.add_argument("--of-max-rate", type=float, default=50_000.0, metavar="MESSAGES_PER_SECOND",
+                   help="cap on OpenFlow update messages per second per switch; 0 = no cap")
     p.set_defaults(func=run)
 
 
@@ -92,17 +107,29 @@ def _dpids(topo, spec: str) -> dict[str, int]:
 def _config(args):
     from tellm.controller.core import ControllerConfig
 
+    window, rate = args.of_window, args.of_max_rate
+    if window < 2:
+        raise CLIError("--of-window must be at least 2 messages")
+    if not (rate >= 0 and math.isfinite(rate)):
+        raise CLIError("--of-max-rate must be a number >= 0 (0 = no cap)")
     return ControllerConfig(poll_interval_seconds=args.poll_interval, reroute_threshold=args.reroute_threshold,
                             ewma_alpha=args.ewma_alpha, history=args.history, total_weight=args.total_weight,
-                            weight_deadband=args.weight_deadband)
+                            weight_deadband=args.weight_deadband, of_window_messages=window,
+                            of_max_messages_per_second=rate)
 
 
 def _router(args, metrics, num_nodes: int | None):
     from tellm.controller.routers import make_router
+    from tellm.contract.security.flags import client_security
+    from tellm.contract.security.tls import SecurityConfigError
 
     metrics.set_router(args.router)
+    try:
+        security = client_security(args)
+    except SecurityConfigError as exc:
+        raise CLIError(str(exc)) from None
     return make_router(args.router, num_nodes, inference_address=args.inference,
-                       inference_timeout_seconds=args.inference_timeout,
+                       inference_timeout_seconds=args.inference_timeout, inference_security=security,
                        on_request=metrics.inference_duration.observe,
                        on_fallback=lambda reason: metrics.fallbacks.labels(reason=reason).inc())
 
@@ -164,15 +191,21 @@ def run(args) -> int:
         v = getattr(args, name)
         if not 0 <= v <= 65535 or (name == "of_port" and v == 0):
             raise CLIError(f"--{name.replace('_', '-')} must be a TCP port")
-    from tellm.controller.runner import ServeOptions
+    from tellm.controller.runner import ServeOptions, check_ofp_tls
     from tellm.controller.runner import run as serve
+
+    options = ServeOptions(of_port=args.of_port, of_host=args.of_host, metrics_port=args.metrics_port or None,
+                           api_port=args.api_port or None, http_host=args.http_host, ofp_ssl_cert=args.ofp_ssl_cert,
+                           ofp_ssl_key=args.ofp_ssl_key, ofp_ssl_ca=args.ofp_ssl_ca)
+    try:
+        check_ofp_tls(options)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
     logging.getLogger("tellm.controller").setLevel(min(logging.getLogger().level, logging.WARNING))
     core = _discovering_core(args) if args.topology is None else _file_core(args)
     try:
-        code = serve(core, ServeOptions(of_port=args.of_port, of_host=args.of_host,
-                                        metrics_port=args.metrics_port or None, api_port=args.api_port or None,
-                                        http_host=args.http_host))
+        code = serve(core, options)
     except OSError as exc:  # a port in use
         raise CLIError(f"cannot listen: {exc}") from None
     logging.shutdown()

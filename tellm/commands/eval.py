@@ -22,8 +22,10 @@ class RouterOutcome:
     seconds: float
 
 
-# A router factory is called once per run with (topology, paths, args) and returns a function
-# that routes one TM. Registered lazily by name so optional parts (ONNX model) load only if asked.
+# A router factory is called once per run with (topology, paths, args) and returns a function that
+# routes one TM, optionally with some links down (``link_up`` float [L], 1 up / 0 down): routers then
+# use only live paths, and demand the failure disconnects is not routed. Registered lazily by name
+# so optional parts (ONNX model) load only if asked.
 RouterFn = Callable[["object"], RouterOutcome]
 ROUTERS: dict[str, Callable] = {}
 
@@ -39,43 +41,75 @@ def router(name: str):
 def _ecmp(topo, paths, args):
     from tecore import ecmp_link_loads, mlu
 
-    def run(tm):
+    from tecore.failures import surviving_topology
+
+    def run(tm, link_up=None):
         t0 = time.perf_counter()
-        loads = ecmp_link_loads(topo, tm)
-        return RouterOutcome(mlu(topo, loads), time.perf_counter() - t0)
+        net = topo if link_up is None else surviving_topology(topo, link_up)[0]
+        loads = ecmp_link_loads(net, tm)  # unreachable destinations carry nothing
+        return RouterOutcome(mlu(net, loads), time.perf_counter() - t0)
     return run
 
 
 @router("lp")
 def _lp(topo, paths, args):
+    from tellm.controller.failure import restrict_paths
     from tecore import solve_min_mlu
 
-    def run(tm):
-        r = solve_min_mlu(topo, paths, tm.pair_demands(paths.pairs), time_limit_seconds=args.lp_time_limit)
+    def run(tm, link_up=None):
+        live, d = paths, tm.pair_demands(paths.pairs)
+        if link_up is not None:
+            live = restrict_paths(paths, link_up).paths
+            d = np.where(_has_live_path(paths, link_up), d, 0.0)
+        r = solve_min_mlu(topo, live, d, time_limit_seconds=args.lp_time_limit)
         return RouterOutcome(r.mlu, r.solve_seconds)
     return run
+
+
+def _has_live_path(paths, link_up) -> np.ndarray:
+    from tellm.controller.failure import path_alive
+
+    return np.add.reduceat(path_alive(paths, link_up).astype(np.int64), paths.pair_ptr[:-1]) > 0
+
+
+def _masked_mlu(topo, paths, split, tm, link_up) -> float:
+    """MLU of ``split`` with the controller's failure handling: dead paths dropped, the rest of each
+    pair renormalised, pairs with no live path not routed."""
+    from tellm.controller.failure import mask_split
+    from tecore import split_mlu
+
+    d = tm.pair_demands(paths.pairs)
+    if link_up is None:
+        return split_mlu(topo, paths, split, d)
+    masked = mask_split(paths, split, link_up)
+    d = d.copy()
+    d[masked.stranded_pairs] = 0.0
+    return split_mlu(topo, paths, masked.split, d)
 
 
 @router("opt")
 def _opt(topo, paths, args):
     """The exact min-MLU over all paths (multicommodity-flow LP): what no path set can beat."""
+    from tecore.failures import routable_tm, surviving_topology
     from tecore.optimum import solve_optimum
 
-    def run(tm):
-        r = solve_optimum(topo, tm, solver="simplex", time_limit_seconds=args.lp_time_limit)
+    def run(tm, link_up=None):
+        net = topo
+        if link_up is not None:
+            net, tm = surviving_topology(topo, link_up)[0], routable_tm(topo, tm, link_up)
+        r = solve_optimum(net, tm, solver="simplex", time_limit_seconds=args.lp_time_limit)
         return RouterOutcome(r.mlu, r.solve_seconds)
     return run
 
 
 @router("shortest")
 def _shortest(topo, paths, args):
-    from tecore import shortest_path_split, split_mlu
+    from tecore import shortest_path_split
 
-    split = shortest_path_split(topo, paths)
-
-    def run(tm):
+    def run(tm, link_up=None):
         t0 = time.perf_counter()
-        m = split_mlu(topo, paths, split, tm.pair_demands(paths.pairs))
+        metric = None if link_up is None else topo.weight + 1e9 * (np.asarray(link_up) <= 0.5)
+        m = _masked_mlu(topo, paths, shortest_path_split(topo, paths, metric), tm, link_up)
         return RouterOutcome(m, time.perf_counter() - t0)
     return run
 
@@ -107,15 +141,17 @@ def _model(topo, paths, args):
         raise CLIError(str(exc)) from None
     static = onnx_inputs(topo, paths, np.zeros(paths.num_pairs))
 
-    def run(tm):
+    def run(tm, link_up=None):
         d = tm.pair_demands(paths.pairs)
         inputs = dict(static, demand_bps=d.astype(np.float32))
+        if link_up is not None:
+            inputs["link_up"] = np.asarray(link_up, dtype=inputs["link_up"].dtype)
         t0 = time.perf_counter()
         out = head.route(inputs)
         seconds = time.perf_counter() - t0
         check_split(paths, out.split.astype(np.float64), atol=1e-4)
         # Score the split on the exact float64 demands, as every other router is scored.
-        return RouterOutcome(split_mlu(topo, paths, out.split.astype(np.float64), d), seconds)
+        return RouterOutcome(_masked_mlu(topo, paths, out.split.astype(np.float64), tm, link_up), seconds)
     return run
 
 
@@ -137,6 +173,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: ecmp,lp,opt)")
     p.add_argument("--lp-time-limit", type=float, default=None, metavar="SECONDS",
                    help="give up on an LP after this long")
+    p.add_argument("--fail-links", default=None, metavar="all-single|A-B[+C-D],...",
+                   help="route every TM under link failures instead: all-single = each link whose loss keeps "
+                        "the network connected, one at a time; or a comma-separated list of scenarios, "
+                        "each a link A-B or several failed together (A-B+C-D). Per failure: pairs left "
+                        "without a candidate path (stranded), each router's MLU on the surviving network "
+                        "and the exact optimum there")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write rows as JSON")
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX TE head for --router model (default: the shipped inference/models/tellm-te.onnx)")
@@ -171,6 +213,10 @@ def run(args) -> int:
     paths = common.paths_from_args(args, topo, console)
     tms = common.tms_from_args(args, topo)
     fns = {n: ROUTERS[n](topo, paths, args) for n in names}
+    if args.fail_links:
+        from .evalfail import run_failures
+
+        return run_failures(args, topo, paths, tms, names, fns, console)
     rows = []
     for tm in common.progress(tms, "routing", console):
         row = {"tm": tm.label, "total_demand_bps": tm.total_bps}

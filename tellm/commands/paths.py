@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "--report compares strategies and k: for a sample of gravity, hot-spot and bimodal "
                     "TMs it solves the exact min-MLU optimum over all paths (multicommodity-flow LP) and "
                     "the LP over each candidate path set, and prints the ratio path-LP / optimum "
-                    "(1.0 = the path set loses nothing), the path stretch and the build time.",
+                    "(1.0 = the path set loses nothing), the path stretch, the build time and the single-failure "
+                    "coverage: of the (pair, link) combinations whose link may fail without cutting the "
+                    "pair, how many keep a candidate path, and which failures strand pairs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_topology_args(p)
     common.add_path_args(p)
@@ -53,6 +55,7 @@ def run(args) -> int:
     import numpy as np
     from rich.console import Console
 
+    from tecore.coverage import coverage
     from tecore.stretch import path_stretch
     from tecore.strategies import STRATEGIES
 
@@ -61,7 +64,7 @@ def run(args) -> int:
     to_stderr = args.json is not None and str(args.json) == "-"
     # The report table is wide: keep it whole in pipes and CI logs instead of truncating cells.
     tty = (sys.stderr if to_stderr else sys.stdout).isatty()
-    console = Console(stderr=to_stderr, width=None if tty else 160)
+    console = Console(stderr=to_stderr, width=None if tty else 200)
     topo = common.load_topology_from_args(args)
     t0 = time.perf_counter()
     ps = common.paths_from_args(args, topo, console, use_cache=not args.no_cache)
@@ -76,11 +79,14 @@ def run(args) -> int:
                   + f"); {np.mean(ps.paths_per_pair):.2f} paths/pair, hops mean {hops.mean():.2f} max "
                   f"{hops.max()}; hop stretch mean {stretch.mean():.2f} p95 {np.percentile(stretch, 95):.2f} "
                   f"max {stretch.max():.2f}; {seconds:.1f} s")
+    cover = coverage(topo, ps)
+    console.print(cover.summary(topo))
     doc = {"topology": topo.name, "topology_hash": topo.content_hash, "nodes": topo.num_nodes,
            "links": topo.num_links, "strategy": ps.strategy, "k": ps.k, "max_stretch": args.max_stretch,
            "stretch_metric": args.stretch_metric, "pairs": ps.num_pairs, "paths": ps.num_paths,
            "build_seconds": seconds, "stretch_mean": float(stretch.mean()),
-           "stretch_p95": float(np.percentile(stretch, 95)), "stretch_max": float(stretch.max())}
+           "stretch_p95": float(np.percentile(stretch, 95)), "stretch_max": float(stretch.max()),
+           "coverage": cover.as_dict(topo)}
     if args.out:
         common.write_json(args.out, {"topology": topo.name, "topology_hash": topo.content_hash,
                                      "strategy": ps.strategy, "k": ps.k, "paths": ps.to_node_lists(topo)})
@@ -120,13 +126,18 @@ def _report(args, topo, console, strategies_known) -> list[dict]:
     table = Table(title=f"{topo.name}: path-LP / exact optimum over {len(tms)} TMs "
                         f"({args.tms_per_family} each of {', '.join(families)}; seed {args.tm_seed})")
     for col in ["strategy", "k", "geo-mean", "worst", *[f"{f} geo/worst" for f in families],
-                "stretch mean", "stretch p95", "paths", "build s"]:
+                "stretch mean", "stretch p95", "cover %", "strand", "paths", "build s"]:
         table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     for rep in reports:
         table.add_row(rep.strategy, str(rep.k), f"{rep.ratio_geomean:.4f}", f"{rep.ratio_worst:.4f}",
                       *[f"{rep.ratio_by_family[f]['geomean']:.3f}/{rep.ratio_by_family[f]['worst']:.3f}"
                         for f in families],
-                      f"{rep.stretch_mean:.2f}", f"{rep.stretch_p95:.2f}", str(rep.num_paths),
+                      f"{rep.stretch_mean:.2f}", f"{rep.stretch_p95:.2f}",
+                      f"{100 * rep.coverage['ratio']:.2f}",
+                      f"{len(rep.coverage['stranding_failures'])}/{rep.coverage['stranded_pairs_total']}",
+                      str(rep.num_paths),
                       f"{rep.build_seconds:.1f}")
     console.print(table)
+    console.print("cover %: single-failure coverage (pairs x links whose loss the pair survives that keep a "
+                  "candidate path); strand: failures that strand pairs / stranded pairs over all of them")
     return [r.as_dict() for r in reports]

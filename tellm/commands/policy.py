@@ -10,6 +10,7 @@ import sys
 import threading
 
 from tellm.errors import CLIError
+from tellm.contract.security.flags import add_client_args, add_server_args
 
 log = logging.getLogger("tellm.policy")
 
@@ -31,6 +32,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inference", metavar="HOST:PORT", default="127.0.0.1:50051",
                    help="inference service used for what-if (Route with an explicit policy); "
                         "'' = always use the LP")
+    add_client_args(p, "PolicyService and the inference service")
     g = p.add_argument_group("guardrails")
     g.add_argument("--min-change-interval", type=float, default=300.0, metavar="SECONDS",
                    help="at most one policy change per this many seconds (default %(default)s)")
@@ -74,25 +76,33 @@ def register(sub) -> None:
 
     s = psub.add_parser("serve", help="run PolicyService on its own (normally it lives in `tellm serve`)")
     s.add_argument("--listen", default="127.0.0.1:50052", metavar="HOST:PORT")
-    s.add_argument("--state-file", help="persist the active policies here (JSON) across restarts")
+    s.add_argument("--state-file", help="persist the active policies here across restarts (an append-only journal)")
+    s.add_argument("--audit-log", default=None, metavar="FILE.jsonl",
+                   help="append every SetPolicy call (who, what, result) to this file; each is also a WARNING line "
+                        "in the log")
+    add_server_args(s)
     s.set_defaults(func=_serve)
 
     lst = psub.add_parser("list", help="policies, parameters and bounds (from PolicyService, or local with --local)")
     lst.add_argument("--policy-service", default="127.0.0.1:50051", metavar="HOST:PORT")
     lst.add_argument("--local", action="store_true", help="print the built-in table without contacting the service")
+    add_client_args(lst, "PolicyService")
     lst.set_defaults(func=_list)
 
     g = psub.add_parser("get", help="the active policy")
     g.add_argument("--policy-service", default="127.0.0.1:50051", metavar="HOST:PORT")
     g.add_argument("--topology-id", default="")
+    add_client_args(g, "PolicyService")
     g.set_defaults(func=_get)
 
-    st = psub.add_parser("set", help="apply a policy by hand (no guardrails but bounds; audited by the service log)")
+    st = psub.add_parser("set", help="apply a policy by hand (the service's bounds and rate limit apply; audited "
+                                     "in the service's log; needs an admin token where tokens are on)")
     st.add_argument("name", help="policy name (see `tellm policy list --local`)")
     st.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     st.add_argument("--reason", required=True)
     st.add_argument("--policy-service", default="127.0.0.1:50051", metavar="HOST:PORT")
     st.add_argument("--topology-id", default="")
+    add_client_args(st, "PolicyService")
     st.set_defaults(func=_set)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -127,8 +137,11 @@ def build_tools(args, metrics=None):
         from tecore import load_topology
 
         topo = load_topology(args.topology)
-    actuator = Actuator(PolicyClient(args.policy_service), cfg, AuditLog(args.audit), metrics or PolicyMetrics())
-    return PolicyTools(actuator, _source(args), whatif=WhatIf(topo, inference_address=args.inference or None))
+    security = _security(args)
+    actuator = Actuator(PolicyClient(args.policy_service, security=security), cfg, AuditLog(args.audit),
+                        metrics or PolicyMetrics())
+    return PolicyTools(actuator, _source(args), whatif=WhatIf(topo, inference_address=args.inference or None,
+                                                               security=security))
 
 
 def _run(args) -> int:
@@ -180,12 +193,28 @@ def _mcp(args) -> int:
     return 0
 
 
-def _serve(args) -> int:
-    from tellm.policy.service import PolicyStore, serve
+def _security(args):
+    """ClientSecurity from the client flags (an operator error when a file is unusable)."""
+    from tellm.contract.security.flags import client_security
+    from tellm.contract.security.tls import SecurityConfigError
 
     try:
-        server, port, _ = serve(args.listen, PolicyStore(args.state_file))
-    except OSError as exc:
+        return client_security(args)
+    except SecurityConfigError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _serve(args) -> int:
+    from tellm.policy.service import PolicyStore, serve
+    from tellm.contract.security.audit import AdminAudit
+    from tellm.contract.security.flags import server_security
+    from tellm.contract.security.tls import SecurityConfigError
+
+    try:
+        security = server_security(args, args.listen.rsplit(":", 1)[0])
+        server, port, _ = serve(args.listen, PolicyStore(args.state_file), security=security,
+                                audit=AdminAudit(args.audit_log))
+    except (OSError, SecurityConfigError) as exc:
         raise CLIError(str(exc)) from None
     print(f"PolicyService listening on port {port}", file=sys.stderr, flush=True)
     stop = threading.Event()
@@ -200,7 +229,7 @@ def _serve(args) -> int:
 def _client(args):
     from tellm.contract.policy_client import PolicyClient
 
-    return PolicyClient(args.policy_service)
+    return PolicyClient(args.policy_service, security=_security(args))
 
 
 def _call(fn):
