@@ -37,11 +37,11 @@ LISTEN = re.compile(r"listening on (\S+):(\d+) metrics_port=(\S+) provider=(\S+)
 
 
 def start_server(model: Path, provider: str, workers: int, ort_threads: int,
-                 parallel_runs: int) -> tuple[subprocess.Popen, str, str]:
+                 parallel_runs: int, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, str]:
     cmd = [sys.executable, "-c", "import sys; from tellm.cli import main; sys.exit(main())", "serve",
            "--model", str(model), "--port", "0", "--metrics-port", "-1", "--provider", provider,
            "--workers", str(workers), "--ort-threads", str(ort_threads), "--max-parallel-runs", str(parallel_runs),
-           "--watch-interval", "0"]
+           "--watch-interval", "0", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     line = proc.stdout.readline()
     m = LISTEN.search(line)
@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=32, help="server gRPC handler threads")
     p.add_argument("--ort-threads", type=int, default=0, help="server onnxruntime intra-op threads (0 = default)")
     p.add_argument("--max-parallel-runs", type=int, default=4, help="server model runs at once")
+    p.add_argument("--serve-args", default="", help="more `tellm serve` options, e.g. '--no-specialise'")
     p.add_argument("--timeout", type=float, default=30.0, help="client deadline per request, seconds")
     p.add_argument("--address", default=None, help="benchmark a running server instead of starting one")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference_cpu.json")
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         address, provider = args.address, "unknown"
     else:
         proc, address, provider = start_server(model, args.provider, args.workers, args.ort_threads,
-                                               args.max_parallel_runs)
+                                               args.max_parallel_runs, tuple(args.serve_args.split()))
     doc = {
         "benchmark": "tellm inference end-to-end gRPC latency (InferenceClient.route over loopback)",
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                  else str(model),
         "provider": provider, "onnxruntime": ort.__version__,
         "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "server": {"workers": args.workers, "ort_threads": args.ort_threads,
+        "server": {"serve_args": args.serve_args, "workers": args.workers, "ort_threads": args.ort_threads,
                    "max_parallel_runs": args.max_parallel_runs},
         "load_generator": "one Python process, one thread and one gRPC channel per concurrent client",
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -332,6 +332,17 @@ INFERENCE_DASH = Dashboard(
                     "{{result}}"),
                   min_val=0),
         ]),
+        ("Per-topology graphs", lambda: [
+            info_table("Topology graphs", "Graph specialised to each registered topology: provider and layout.",
+                       q(f"tellm_inference_topology_head_info{{{INFERENCE}}} == 1", instant=True, as_table=True),
+                       width=12, height=6),
+            number("Graph build time", "Time each topology's specialised graph took to build at registration.",
+                   q(f"tellm_inference_topology_head_build_seconds{{{INFERENCE}}}", "{{topology}}", instant=True),
+                   unit="s", width=6, height=6),
+            graph("Requests per model run", "Route requests served by one batched model run (p50, p99).",
+                  *quantiles("tellm_inference_batch_size", INFERENCE, qs=(0.5, 0.99)), min_val=0,
+                  width=6, height=6),
+        ]),
     ),
     annotations=(MODEL_RELOADS,),
 )

@@ -33,10 +33,24 @@ class ServiceMetrics:
         self.model_load_seconds = Gauge("tellm_inference_model_load_seconds",
                                         "Time the current model took to load", registry=r)
         self.topologies = Gauge("tellm_inference_topologies", "Topologies registered", registry=r)
+        self.topology_head = Gauge("tellm_inference_topology_head_info",
+                                   "Specialised head of a registered topology: provider and layout (value 1)",
+                                   ["topology", "provider", "layout"], registry=r)
+        self.topology_head_build_seconds = Gauge("tellm_inference_topology_head_build_seconds",
+                                                 "Time the topology's specialised head took to build",
+                                                 ["topology"], registry=r)
+        self.batch_size = Histogram("tellm_inference_batch_size", "Route requests served by one model run",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method=method, code=code).inc()
         self.duration.labels(method=method).observe(seconds)
+
+    def set_topology_head(self, topology: str, head) -> None:
+        for labels in [m for m in self.topology_head._metrics if m[0] == topology]:
+            self.topology_head.remove(*labels)
+        self.topology_head.labels(topology=topology, provider=head.provider, layout=head.tables.layout).set(1)
+        self.topology_head_build_seconds.labels(topology=topology).set(head.build_seconds)
 
     def set_model(self, model) -> None:
         self.model_info.clear()

@@ -62,6 +62,9 @@ class ServerConfig:
     max_topologies: int = 64
     max_topology_bytes: int = DEFAULT_MAX_TOPOLOGY_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    specialise: bool = True  # per-topology specialised heads with same-topology batching (fastpath.py)
+    max_batch: int = 32  # Route requests of one topology in one run, at most
+    batch_window_seconds: float = 0.0  # how long a run waits for more requests (0: batch only what queued)
     model_dir: Path | None = None  # ReloadModel paths must lie inside it (default: the model's directory)
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     security: ServerSecurity = ServerSecurity()  # TLS and tokens (none: plaintext, loopback only)
@@ -96,6 +99,12 @@ class InferenceServer:
     def _reload_failed(self, reason: str) -> None:
         self.metrics.model_reloads.labels(result="failure").inc()
 
+    def _fast_path_options(self) -> dict | None:
+        cfg = self.config
+        if not cfg.specialise:
+            return None
+        return {"max_batch": cfg.max_batch, "window_seconds": cfg.batch_window_seconds, "threads": cfg.ort_threads}
+
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
@@ -113,7 +122,8 @@ class InferenceServer:
                              interceptors=cfg.security.interceptors(self.audit))
         pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
             TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_lookup=self.policy_lookup, audit=self.audit), server)
+                                       policy_lookup=self.policy_lookup, audit=self.audit,
+                                       fast_path=self._fast_path_options()), server)
         for service in self.services:
             service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -24,6 +24,7 @@ from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from tellm.contract.vocabulary import POLICY_DIM
 from tellm.contract.security.audit import AdminAudit
 
+from .fastpath import RUN_STARTED, FastPath
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics
 from .session import LoadedModel, ModelError, ModelHolder, ModelRefused, ReloadBusy
@@ -73,6 +74,11 @@ def _finite_nonnegative(field_name: str, arr: np.ndarray) -> None:
         raise InvalidArgument(f"{field_name}[{i}]", f"must be >= 0, got {arr[i]} ({int(neg.sum())} negative values)")
 
 
+def out_of_time(context) -> bool:
+    """The call was cancelled or its deadline passed."""
+    return not context.is_active() or (context.time_remaining() or 1.0) <= 0
+
+
 def model_info_message(model: LoadedModel) -> pb.ModelInfo:
     def spec(t):
         return pb.TensorSpec(name=t.name, type=t.type, shape=list(t.shape))
@@ -88,7 +94,7 @@ def model_info_message(model: LoadedModel) -> pb.ModelInfo:
 class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
     def __init__(self, models: ModelHolder, topologies: TopologyStore, metrics: ServiceMetrics,
                  max_parallel_runs: int = 4, policy_lookup: PolicyLookup | None = None,
-                 audit: AdminAudit | None = None):
+                 audit: AdminAudit | None = None, fast_path: dict | None = None):
         self.models = models
         self.audit = audit or AdminAudit()
         # The operator's active policy (e.g. set through PolicyService) applies to requests that name none.
@@ -98,6 +104,8 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         # Bounds memory (a Kdl-size run allocates ~1 GB of intermediates) and CPU oversubscription
         # (each run already uses every core); waiting for a slot still honours the deadline.
         self.run_slots = threading.BoundedSemaphore(max_parallel_runs)
+        # Per-topology specialised heads with same-topology batching (fastpath.py); None: generic graph only.
+        self.fast = FastPath(self.run_slots, metrics, **fast_path) if fast_path is not None else None
 
     # ---------------------------------------------------------------- RegisterTopology
     @_rpc("RegisterTopology")
@@ -121,6 +129,8 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         topology_id = request.topology_id or request.name or arrays.content_hash
         reg, changed = self.topologies.register(topology_id, arrays)
         self.metrics.topologies.set(len(self.topologies))
+        if self.fast is not None and self.models.current is not None:
+            self.fast.prepare(self.models.current, reg.arrays, topology_id)
         if changed:
             log.info("registered topology %r version %d: %d nodes, %d links, %d pairs, %d paths",
                      topology_id, reg.version, arrays.num_nodes, arrays.num_links, arrays.num_pairs, arrays.num_paths)
@@ -170,13 +180,17 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("the deadline passed before the model ran")
-        if not self.run_slots.acquire(timeout=remaining):
-            raise DeadlineExceeded("the deadline passed while waiting for a free model slot")
-        t_slot = time.perf_counter()
-        try:
-            out = self._run(model, topo, demand, link_up, policy, context)
-        finally:
-            self.run_slots.release()
+        out = self._run_fast(model, reg, demand, link_up, policy, remaining, context)
+        if out is not None:
+            t_slot = out.pop(RUN_STARTED)
+        else:
+            if not self.run_slots.acquire(timeout=remaining):
+                raise DeadlineExceeded("the deadline passed while waiting for a free model slot")
+            t_slot = time.perf_counter()
+            try:
+                out = self._run(model, topo, demand, link_up, policy, context)
+            finally:
+                self.run_slots.release()
         t_model = time.perf_counter()
 
         split = np.asarray(out["split"], dtype=np.float32).reshape(-1)
@@ -196,6 +210,25 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         reply.timings.encode_seconds = t_end - t_model
         reply.timings.total_seconds = t_end - t0
         return reply
+
+    def _run_fast(self, model, reg, demand, link_up, policy, remaining, context):
+        if self.fast is None:
+            return None
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        context.add_callback(lambda: setattr(run_options, "terminate", True))
+        try:
+            out = self.fast.route(model, reg, demand, link_up, policy, remaining, run_options)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(str(exc)) from exc
+        except Exception as exc:
+            if out_of_time(context):
+                raise DeadlineExceeded("the deadline passed while the model ran") from exc
+            raise
+        if out is not None and out_of_time(context):
+            raise DeadlineExceeded("the deadline passed while the model ran")
+        return out
 
     @staticmethod
     def _run(model: LoadedModel, topo, demand, link_up, policy, context) -> dict[str, np.ndarray]:

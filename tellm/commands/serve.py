@@ -44,6 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "passes (bounds memory on large topologies)")
     p.add_argument("--ort-threads", type=int, default=0,
                    help="onnxruntime intra-op threads per run (0 = onnxruntime's default: one per core)")
+    p.add_argument("--no-specialise", dest="specialise", action="store_false",
+                   help="serve every topology through the generic graph (default: a graph specialised to each "
+                        "registered topology, built at registration, with concurrent same-topology requests "
+                        "batched into one run)")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="most Route requests of one topology served by one model run")
+    p.add_argument("--batch-window", type=float, default=0.0, metavar="SECONDS",
+                   help="how long a run waits for more requests of its topology (0 = batch only those "
+                        "already queued behind a running one)")
     p.add_argument("--watch-interval", type=float, default=1.0, metavar="SECONDS",
                    help="how often to check the model file for changes (0 = never)")
     p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
@@ -112,11 +121,11 @@ def run(args) -> int:
         raise CLIError(f"model file {model} does not exist" +
                        ("" if args.model else " (no model is shipped in this install; pass --model FILE.onnx)"))
     for name in ("port", "workers", "max_topologies", "max_parallel_runs", "max_topology_bytes", "max_model_bytes",
-                 "policy_max_changes"):
+                 "policy_max_changes", "max_batch"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise CLIError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'port' else '>= 1'}")
-    if args.watch_interval < 0 or args.grace < 0 or not args.policy_window_seconds >= 0:
-        raise CLIError("--watch-interval, --grace and --policy-window-seconds must be >= 0")
+    if args.watch_interval < 0 or args.grace < 0 or not args.policy_window_seconds >= 0 or args.batch_window < 0:
+        raise CLIError("--watch-interval, --grace, --policy-window-seconds and --batch-window must be >= 0")
     if args.model_dir is not None and not args.model_dir.is_dir():
         raise CLIError(f"--model-dir {args.model_dir} is not a directory")
     if args.model_dir is not None and not model.resolve().is_relative_to(args.model_dir.resolve()):
@@ -124,7 +133,8 @@ def run(args) -> int:
     config = ServerConfig(model_path=model, host=args.host, port=args.port,
                           metrics_port=None if args.metrics_port < 0 else args.metrics_port,
                           workers=args.workers, max_parallel_runs=args.max_parallel_runs, provider=args.provider,
-                          ort_threads=args.ort_threads,
+                          ort_threads=args.ort_threads, specialise=args.specialise, max_batch=args.max_batch,
+                          batch_window_seconds=args.batch_window,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
                           max_topologies=args.max_topologies, max_topology_bytes=args.max_topology_bytes,
                           model_dir=args.model_dir, max_model_bytes=args.max_model_bytes, security=security)

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Generic vs per-topology specialised TE head, model only, same process, same TMs (CPU or CUDA).
+
+Per topology: registers it as the service does (``topologies.build_topology``), then times
+- ``generic``: the shipped graph through ``LoadedModel.run_bound`` (the service's previous path);
+- ``specialised``: ``TopologyHead.run`` at batch 1 (on CUDA with and without the CUDA graph) and at
+  larger batches (time per TM), the head's build time (registration cost) and its first run;
+and checks the two against each other on a TM with a link down and a non-zero policy (max split
+difference, MLU relative difference, every split finite, >= 0, summing to 1 per pair).
+Old and new runs alternate, so machine load hits both alike. Times are medians of ``--runs``.
+
+    python benchmarks/bench_specialised.py --provider cpu --topologies Abilene sndlib:geant zoo:GtsCe
+    python benchmarks/bench_specialised.py --provider cuda --synthetic-paths zoo:Kdl --topologies zoo:Kdl
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def register(topo, paths):
+    from tellm.inference.topologies import build_topology
+
+    return build_topology(topo.nodes, topo.src, topo.dst, topo.capacity_bps, topo.latency_seconds,
+                          paths.pairs[:, 0], paths.pairs[:, 1], np.diff(paths.pair_ptr), np.diff(paths.path_ptr),
+                          paths.path_links, name=topo.name)
+
+
+def check(arrays, out_gen, out_new) -> dict:
+    split = out_new["split"]
+    mlu_new, mlu_gen = float(np.ravel(out_new["mlu"])[0]), float(np.ravel(out_gen["mlu"])[0])
+    sums = np.bincount(arrays.path_pair, split, minlength=arrays.num_pairs)
+    return {"max_split_diff": float(np.abs(split - out_gen["split"]).max()),
+            "mlu_rel_diff": abs(mlu_new - mlu_gen) / max(abs(mlu_gen), 1e-30),
+            "split_valid": bool(np.isfinite(split).all() and (split >= 0).all() and np.abs(sums - 1).max() < 1e-4)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--model", type=Path, default=None, help="generic graph (default: the shipped model)")
+    p.add_argument("--topologies", nargs="+", default=["Abilene", "sndlib:geant"])
+    p.add_argument("--paths-strategy", default="shortest")
+    p.add_argument("--synthetic-paths", nargs="*", default=[], help="topologies given replicated shortest paths")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--batches", nargs="*", type=int, default=[8, 32])
+    p.add_argument("--threads", type=int, default=0, help="CPU provider intra-op threads (0: one per core)")
+    p.add_argument("--layout", default="auto", choices=["auto", "dense", "csr"])
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    import onnx
+    import onnxruntime as ort
+
+    from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+    from tellm.inference.session import load_model
+    from tellm.inference.specialise import FoldedWeights
+
+    if a.provider == "cuda":
+        ort.preload_dlls()
+    model_path = a.model or DEFAULT_MODEL_PATH
+    gen = load_model(model_path, provider=a.provider, threads=a.threads)
+    weights = FoldedWeights.from_onnx(onnx.load(str(model_path)))
+    spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__).with_name("bench_inference.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    doc = {"benchmark": "generic vs specialised TE head, model only", "command": " ".join(sys.argv),
+           "provider": gen.provider, "onnxruntime": ort.__version__, "cores": os.cpu_count(),
+           "load_average_start": os.getloadavg(), "model_version": gen.version, "rows": []}
+
+    for name in a.topologies:
+        try:
+            row = one_topology(name, a, gen, weights, bench.replicated_shortest_paths)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next topology
+            row = {"topology": name, "error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(row), flush=True)
+        doc["rows"].append(row)
+        if a.out:
+            a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+def timed(fn, n: int) -> list[float]:
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return ts
+
+
+def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
+    from tecore import compute_paths, generate, load_topology
+    from tellm.inference.topology_head import TopologyHead
+
+    topo = load_topology(name)
+    paths = (replicated_shortest_paths(topo, 4) if name in a.synthetic_paths
+             else compute_paths(topo, k=4, strategy=a.paths_strategy))
+    arrays = register(topo, paths)
+    tms = [tm.pair_demands(paths.pairs).astype(np.float32) for tm in generate(topo, "gravity", 2, seed=7)]
+    up = np.ones(topo.num_links, np.float32)
+    up[int(np.argmax(np.bincount(arrays.inc_link, minlength=topo.num_links)))] = 0.0  # busiest link down
+    policy = np.float32([0.3, 0.2, 0, 0])
+    static = {"capacity_bps": arrays.capacity_bps, "latency_seconds": arrays.latency_seconds,
+              "path_pair": arrays.path_pair, "inc_path": arrays.inc_path, "inc_link": arrays.inc_link}
+
+    def generic(d, u, pol):
+        return gen.run_bound(arrays, static, {"demand_bps": d, "link_up": u, "policy": pol})
+
+    d1, u1, p1 = tms[0][None], np.ones((1, topo.num_links), np.float32), np.zeros((1, 4), np.float32)
+    t0 = time.perf_counter()
+    generic(d1[0], u1[0], p1[0])
+    generic_first = (time.perf_counter() - t0) * 1e3
+    head = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.layout)
+    t0 = time.perf_counter()
+    head.run(d1, u1, p1)
+    first = (time.perf_counter() - t0) * 1e3
+    g = generic(tms[1], up, policy)
+    n = head.run(tms[1][None], up[None], policy[None])
+    row = {"topology": name, "pairs": paths.num_pairs, "paths": paths.num_paths,
+           "path_link_entries": int(paths.path_links.size), "paths_kind": paths.strategy, "layout": head.tables.layout,
+           "k": head.tables.k, "h": head.tables.h, "tables_mb": head.tables.nbytes / 1e6,
+           "build_s": head.build_seconds, "first_run_ms": first, "generic_first_run_ms": generic_first,
+           "cuda_graph": head.graph_session is not None,
+           "check_link_down_policy": check(arrays, g, {k: v[0] for k, v in n.items()})}
+    runs = a.runs if paths.path_links.size < 20e6 else max(3, a.runs // 4)
+    old, new = [], []
+    for _ in range(runs):  # alternate: load on a shared machine hits both alike
+        old += timed(lambda: generic(d1[0], u1[0], p1[0]), 1)
+        new += timed(lambda: head.run(d1, u1, p1), 1)
+    row.update(generic_ms=statistics.median(old), specialised_ms=statistics.median(new),
+               generic_p99_ms=float(np.percentile(old, 99)), specialised_p99_ms=float(np.percentile(new, 99)))
+    if head.graph_session is not None:
+        gs, head.graph_session = head.graph_session, None
+        row["specialised_no_cuda_graph_ms"] = statistics.median(timed(lambda: head.run(d1, u1, p1), runs))
+        head.graph_session = gs
+    for b in a.batches:
+        if b * head.tables.num_pairs * head.tables.k > (1 << 23):
+            continue
+        db, ub, pb = (np.repeat(x, b, axis=0) for x in (d1, u1, p1))
+        head.run(db, ub, pb)
+        row[f"batch{b}_ms_per_tm"] = statistics.median(timed(lambda: head.run(db, ub, pb), max(3, runs // 2))) / b
+    row["load_average"] = os.getloadavg()
+    return row
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

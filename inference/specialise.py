@@ -1,0 +1,368 @@
+"""The TE head specialised to one registered topology: its layout baked in, static shapes, a batch axis.
+
+The generic graph (padded_graph.py, the shipped file) derives the padded layout from the incidence
+inputs on every run and scatters path values into links with float atomics. Here the same function,
+with the same weights (read back from the generic graph, ``FoldedWeights.from_onnx``), is written for
+one topology:
+
+- **Layout once, in numpy.** Each candidate's slot in the pair-major [P, K] grid, the padded [H, P, K]
+  table of each path's links, the per-path constants (hops, latency, bottleneck capacity, empty-slot
+  pads) and the link-sorted incidence are computed at registration (``build_tables``) and handed to
+  ONNX Runtime once as bound inputs (``t_*``): no per-run setup, and every shape is static except the
+  batch axis.
+- **Path -> link without atomics.** ``dense`` layout (small topologies): one MatMul with the
+  [P*K, L+1] incidence. ``csr`` layout: a link-sorted (CSR by link) gather of each link's entries,
+  padded to width W, with heavy links split over several rows, then an innermost ReduceSum; a second
+  padded gather + ReduceSum adds the rows of a split link.
+- **Link -> path.** ``dense``: Gemm with the transposed incidence for sums. Both layouts: one Gather
+  through the [H, P, K] table and an elementwise Max/Sum of the H slices (no generic reductions).
+- **Per-pair reductions over K** are elementwise Max/Min/Sum of the K slices.
+- **Batch axis.** Inputs ``demand_bps`` [B, P], ``link_up`` [B, L], ``policy`` [B, 4]; outputs
+  ``split`` [B, Np], ``link_load_bps`` [B, L], ``mlu`` [B]: several TMs of the topology in one run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .padded_graph import BIG, OPSET, PAD, SURGE_Q, TINY, _Builder
+
+#: Largest P*K*(L+1) incidence held dense (floats); above it the link-sorted layout is used.
+DENSE_LIMIT = 1 << 22
+DYNAMIC_INPUTS = ("demand_bps", "link_up", "policy")
+OUTPUTS = ("split", "link_load_bps", "mlu")
+
+
+@dataclass(frozen=True)
+class FoldedWeights:
+    """The trained head as the generic graph holds it (policy rows, round fractions and steps folded)."""
+
+    init: list[np.ndarray]  # w0 [6, H1], w_pol [2, H1], b1 [1, H1], w1, b1', w2, b2'
+    refine: list[np.ndarray]  # w0 [16, H1], w_pol, b1, w1, b1'
+    tfrac: np.ndarray  # [R, H1] per-round bias of the refine MLP's first layer
+    w2: list[np.ndarray]  # per round, step folded
+    b2: list[np.ndarray]
+    md10: np.ndarray  # [R] mirror-descent step x 10
+    beta: float
+
+    @property
+    def rounds(self) -> int:
+        return len(self.w2)
+
+    @classmethod
+    def from_onnx(cls, model: onnx.ModelProto) -> "FoldedWeights":
+        """Read the weights out of a generic graph written by padded_graph.build_graph."""
+        g = model.graph
+        inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        by_hint: dict[str, list[tuple[int, str]]] = {}
+        for name in inits:
+            hint, _, n = name.rpartition("_")
+            if n.isdigit():
+                by_hint.setdefault(hint, []).append((int(n), name))
+        ordered = {h: [inits[nm] for _, nm in sorted(v)] for h, v in by_hint.items()}
+
+        def one(hint, i=0):
+            try:
+                return ordered[hint][i]
+            except (KeyError, IndexError) as exc:
+                raise ValueError(f"not a padded TE head graph: no weight {hint!r} #{i}") from exc
+
+        producer = {o: n for n in g.node for o in n.output}
+        consumers: dict[str, list] = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        md10, beta = [], set()
+        for nm in [nm for _, nm in sorted(by_hint.get("ref_b2", []))]:
+            corr = next(n for n in consumers[nm] if n.op_type == "Add").output[0]  # MatMul + b2
+            zc = next(n for n in consumers[corr] if n.op_type == "Add").output[0]  # z + corr
+            sub = next(n for n in consumers[zc] if n.op_type == "Sub")
+            mul = producer[sub.input[1]]
+            md10.append(float(inits[mul.input[1]]))
+        for n in g.node:  # Exp(x * beta + (-beta)): the soft-max sharpness
+            if n.op_type == "Exp" and n.input[0] in producer and producer[n.input[0]].op_type == "Add":
+                add = producer[n.input[0]]
+                mul = producer.get(add.input[0])
+                if mul is not None and mul.op_type == "Mul" and mul.input[1] in inits and add.input[1] in inits:
+                    bv, nb = float(inits[mul.input[1]]), float(inits[add.input[1]])
+                    if bv == -nb:
+                        beta.add(bv)
+        if len(beta) != 1 or not md10:
+            raise ValueError("not a padded TE head graph: cannot find the round steps / beta")
+        return cls(init=[one("init_w0"), one("w_pol", 0), one("b1", 0), one("init_w1"), one("init_b1"),
+                         one("init_w2"), one("init_b2")],
+                   refine=[one("ref_w0"), one("w_pol", 1), one("b1", 1), one("ref_w1"), one("ref_b1")],
+                   tfrac=one("ref_tfrac"), w2=ordered["ref_w2"], b2=ordered["ref_b2"],
+                   md10=np.asarray(md10, dtype=np.float32), beta=beta.pop())
+
+
+@dataclass(frozen=True)
+class Tables:
+    """One topology's layout, as arrays the specialised graph takes once (bound inputs ``t_*``)."""
+
+    layout: str  # "dense" or "csr"
+    num_pairs: int
+    num_links: int
+    num_paths: int
+    k: int
+    h: int
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+def _segment_rows(counts: np.ndarray, width: int) -> np.ndarray:
+    return np.maximum(1, -(-counts // width))
+
+
+def _choose_width(counts: np.ndarray) -> int:
+    """Row width W of the link-sorted gather: least padded work (rows x W + links x rows-per-link)."""
+    top = max(int(counts.max()), 1)
+    cands = sorted({top} | {1 << e for e in range(4, int(math.log2(top)) + 1)})
+    n_links = counts.shape[0] + 1
+
+    def cost(w):
+        rows = _segment_rows(counts, w)
+        return int(rows.sum()) * w + (n_links * int(rows.max()) if rows.max() > 1 else 0)
+
+    return min(cands, key=cost)
+
+
+def build_tables(capacity_bps, latency_seconds, path_pair, inc_path, inc_link, num_pairs: int,
+                 layout: str = "auto") -> Tables:
+    """The layout of one topology (CSR incidence: each pair's paths and each path's links contiguous)."""
+    cap = np.asarray(capacity_bps, dtype=np.float32)
+    lat = np.asarray(latency_seconds, dtype=np.float32)
+    path_pair, inc_path, inc_link = (np.asarray(a, dtype=np.int64) for a in (path_pair, inc_path, inc_link))
+    n_links, n_paths, n_pairs = cap.shape[0], path_pair.shape[0], int(num_pairs)
+    cnt_pair = np.bincount(path_pair, minlength=n_pairs)
+    k = int(cnt_pair.max())
+    first_path = np.cumsum(cnt_pair) - cnt_pair
+    slot = path_pair * k + (np.arange(n_paths) - first_path[path_pair])
+    hops_cnt = np.bincount(inc_path, minlength=n_paths)
+    h = int(hops_cnt.max())
+    first_ent = np.cumsum(hops_cnt) - hops_cnt
+    ent_slot = slot[inc_path]
+    pk = n_pairs * k
+    pad = np.full((pk, h), n_links, dtype=np.int32)
+    pad[ent_slot, np.arange(inc_path.shape[0]) - first_ent[inc_path]] = inc_link
+    valid = np.zeros(pk, dtype=bool)
+    valid[slot] = True
+
+    def ext(x, v):
+        return np.concatenate([x.astype(np.float32), np.float32([v])])
+
+    real = ext(np.ones(n_links), 0.0)
+    lat_e = ext(np.maximum(lat, 0.0) + np.float32(1e-6), 0.0)
+    neg_cap = ext(cap / (cap.max() * np.float32(-1.0)), -1.0)
+    hops = real[pad].sum(axis=1, dtype=np.float32)
+    path_lat = lat_e[pad].sum(axis=1, dtype=np.float32)
+    bott_cap = -neg_cap[pad].max(axis=1)
+    pad_big = np.where(valid, 0.0, PAD).astype(np.float32)
+    pair_min_lat = (path_lat + pad_big).reshape(n_pairs, k).min(axis=1)
+
+    def per_path(x):
+        return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(1, n_pairs, k, 1))
+
+    arrays = {
+        "t_pad": np.ascontiguousarray(pad.T.reshape(h, n_pairs, k)),
+        "t_slot": slot.astype(np.int32),
+        "t_link": np.stack([np.float32(1.0) / ext(cap, 1.0), real]),  # [2, L+1]: 1 / capacity, real link
+        "t_hops": per_path(hops), "t_path_lat": per_path(path_lat), "t_bott_cap": per_path(bott_cap),
+        "t_pad_big": per_path(pad_big),
+        "t_pair": np.stack([np.log(cnt_pair.astype(np.float32)), pair_min_lat]).reshape(2, 1, n_pairs, 1, 1)
+                    .astype(np.float32),
+    }
+    if layout == "auto":
+        layout = "dense" if pk * (n_links + 1) <= DENSE_LIMIT else "csr"
+    if layout == "dense":
+        inc = np.zeros((pk, n_links + 1), dtype=np.float32)
+        np.add.at(inc, (ent_slot, inc_link), 1.0)
+        arrays["t_inc"] = inc
+    else:
+        counts = np.bincount(inc_link, minlength=n_links)
+        w = _choose_width(counts)
+        rows = _segment_rows(counts, w)
+        row_start = np.cumsum(rows) - rows
+        order = np.argsort(inc_link, kind="stable")
+        sorted_link = inc_link[order]
+        link_first = np.cumsum(counts) - counts
+        rank = np.arange(order.shape[0]) - link_first[sorted_link]
+        idx1 = np.full((int(rows.sum()), w), pk, dtype=np.int32)  # pk: a zero column appended at run time
+        idx1[row_start[sorted_link] + rank // w, rank % w] = ent_slot[order]
+        arrays["t_idx1"] = idx1
+        m2 = int(rows.max())
+        if m2 > 1:
+            idx2 = np.full((n_links + 1, m2), idx1.shape[0], dtype=np.int32)
+            lk = np.repeat(np.arange(n_links), rows)
+            idx2[lk, np.arange(lk.shape[0]) - row_start[lk]] = np.arange(lk.shape[0])
+            arrays["t_idx2"] = idx2
+    return Tables(layout, n_pairs, n_links, n_paths, k, h, arrays)
+
+
+def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
+    """The head for one topology: inputs DYNAMIC_INPUTS + the tables' ``t_*``, outputs OUTPUTS."""
+    b = _Builder()
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    P, K, H, L, Np = t.num_pairs, t.k, t.h, t.num_links, t.num_paths
+
+    def i64c(*v):
+        return b.const(list(v), np.int64)
+
+    def cat(*xs, axis=0):
+        return b.op("Concat", *xs, axis=axis) if len(xs) > 1 else xs[0]
+
+    def reshape(x, *shape):
+        return b.op("Reshape", x, i64c(*shape))
+
+    def split(x, n, axis):
+        return b.split(x, n, axis) if n > 1 else [x]
+
+    def vari(kind, xs):  # elementwise Max/Min/Sum of several tensors
+        return b.op(kind, *xs) if len(xs) > 1 else xs[0]
+
+    def pair(kind, x):  # [B, P, K, 1] -> [B, P, 1, 1] over each pair's candidates
+        return vari(kind, split(x, K, 2))
+
+    def over_paths(rows, kind):  # per-link [B, L+1] rows -> [B, P, K, 1] each (Sum or Max over the path)
+        c = len(rows)
+        stacked = cat(*rows)  # [C*B, L+1]
+        if kind == "Sum" and t.layout == "dense":
+            r = b.op("Gemm", stacked, "t_inc", transB=1)  # [C*B, P*K]
+        else:
+            g = b.op("Gather", stacked, "t_pad", axis=1)  # [C*B, H, P, K]
+            r = vari(kind, split(g, H, 1))
+        return split(reshape(r, -1, P, K, 1), c, 0)
+
+    def to_links(cols):  # per-path [B, P, K, 1] columns -> per-link sums [B, L+1] each
+        c = len(cols)
+        flat = reshape(cat(*cols), -1, P * K)  # [C*B, P*K]
+        if t.layout == "dense":
+            sums = b.op("MatMul", flat, "t_inc")
+        else:
+            padded = b.op("Pad", flat, i64c(0, 0, 0, 1))  # slot P*K reads 0
+            s1 = b.reduce("Sum", b.op("Gather", padded, "t_idx1", axis=1), 2)  # [C*B, R]
+            if "t_idx2" in t.arrays:
+                sums = b.reduce("Sum", b.op("Gather", b.op("Pad", s1, i64c(0, 0, 0, 1)), "t_idx2", axis=1), 2)
+            else:
+                sums = b.op("Pad", s1, i64c(0, 0, 0, 1))  # one row per link, plus the virtual link
+        return split(sums, c, 0)
+
+    def per_batch(x):  # [B, 1] -> [B, 1, 1, 1]
+        return reshape(x, -1, 1, 1, 1)
+
+    demand, link_up, policy = DYNAMIC_INPUTS
+    inv_cap, real = split("t_link", 2, 0)  # [1, L+1]
+    log_cand, pair_min_lat = (reshape(x, 1, P, 1, 1) for x in split("t_pair", 2, 0))
+    hops, path_lat, pad_big = "t_hops", "t_path_lat", "t_pad_big"
+    pad_neg = b.mul(pad_big, b.const(-1.0))
+    up = b.op("Pad", b.cast(b.op("Greater", link_up, b.const(0.5)), f32), i64c(0, 0, 0, 1))  # [B, L+1]
+    up_cap = b.mul(up, inv_cap)
+    not_up_real = b.mul(b.sub(b.const(1.0), up), real)
+    if t.layout == "dense":  # down is 0/1, so the path's max equals min(1, sum)
+        (path_down,) = over_paths([not_up_real], "Sum")
+        path_down = b.minc(path_down, 1.0)
+    else:
+        (path_down,) = over_paths([not_up_real], "Max")
+    zeros = b.mul(path_down, b.const(0.0))  # [B, P, K, 1]
+    inv_hops = b.op("Reciprocal", b.maxc(hops, 1.0))
+    mask = b.mul(path_down, b.const(-BIG))
+    min_hops = pair("Min", b.add(b.add(hops, b.mul(path_down, b.const(BIG))), pad_big))
+    min_lat = pair("Min", b.add(b.mul(path_lat, b.add(b.const(1.0), b.mul(path_down, b.const(BIG)))), pad_big))
+    dmax_raw = b.reduce("Max", demand, 1, keep=1)  # [B, 1]
+    dmax_p = per_batch(b.maxc(dmax_raw, TINY))
+    d_path = reshape(demand, -1, P, 1, 1)
+    d_rel = b.div(d_path, dmax_p)
+    lam = b.op("Slice", policy, i64c(0), i64c(1), i64c(1))  # [B, 1]
+    hp = b.op("Slice", policy, i64c(1), i64c(2), i64c(1))
+    hp_p = per_batch(hp)
+    hpd = b.mul(hp, dmax_raw)  # [B, 1]
+    lat_base = b.maxc(b.op("ReduceSum", b.mul(d_path, pair_min_lat), i64c(1, 2, 3), keepdims=1), TINY)
+    lat_grad = b.div(b.mul(b.mul(per_batch(lam), d_path), path_lat), lat_base)
+    static = cat(
+        b.minc(b.sub(b.div(hops, b.maxc(min_hops, 1.0)), b.const(1.0)), 4.0),
+        b.minc(b.maxc(b.sub(b.div(path_lat, min_lat), b.const(1.0)), 0.0), 4.0),
+        b.add(zeros, log_cand),
+        b.add(zeros, "t_bott_cap"),
+        b.add(zeros, b.div(b.op("Log", b.add(d_rel, b.const(1.0e-6))), b.const(14.0))),
+        path_down, axis=3)  # [B, P, K, 6]
+    knobs = cat(lam, b.mul(hp, b.const(2.0)), axis=1)  # [B, 2]
+
+    def first_bias(w_pol, b1):  # [B, 1, 1, H1]
+        return b.op("Unsqueeze", b.add(b.op("MatMul", knobs, b.weight(w_pol, "w_pol")), b.weight(b1, "b1")),
+                    i64c(1, 2))
+
+    iw = w.init
+    x = b.dense(static, b.weight(iw[0], "init_w0"), first_bias(iw[1], iw[2]), True)
+    x = b.dense(x, b.weight(iw[3], "init_w1"), b.weight(iw[4], "init_b1"), True)
+    x = b.dense(x, b.weight(iw[5], "init_w2"), b.weight(iw[6], "init_b2"), False)
+    z = b.add(x, mask)
+
+    rw = w.refine
+    w0 = b.weight(rw[0], "ref_w0")
+    ref_bias = first_bias(rw[1], rw[2])
+    w1n, b1n = b.weight(rw[3], "ref_w1"), b.weight(rw[4], "ref_b1")
+    beta, neg_beta = b.const(w.beta), b.const(-w.beta)
+    not_down = b.sub(b.const(1.0), path_down)
+    down2 = b.add(b.mul(path_down, b.const(2.0)), pad_big)
+
+    def softmax(z):
+        zz = b.add(z, pad_neg)
+        e = b.op("Exp", b.sub(zz, pair("Max", zz)))
+        return b.div(e, pair("Sum", e))
+
+    for r in range(w.rounds):
+        sp = softmax(z)
+        f = b.mul(sp, d_rel)
+        f3 = b.mul(b.mul(f, f), f)
+        loads, fq4, fq3 = to_links([b.mul(sp, d_path), b.mul(f3, f), f3])
+        surge_rel = b.div(fq4, b.maxc(fq3, TINY))
+        eff = b.mul(b.add(loads, b.mul(hpd, surge_rel)), up_cap)
+        m = b.maxc(b.reduce("Max", eff, 1, keep=1), TINY)  # [B, 1]
+        m_p = per_batch(m)
+        ur = b.div(eff, m)
+        hot = b.mul(b.op("Exp", b.add(b.mul(ur, beta), neg_beta)), up)
+        w_cap = b.mul(b.div(hot, b.maxc(b.reduce("Sum", hot, 1, keep=1), TINY)), inv_cap)
+        top_l = b.op("Pow", b.maxc(surge_rel, 1.0e-12), b.const(1.0 - SURGE_Q))
+        s_price, s_ur, s_top = over_paths([w_cap, ur, b.mul(w_cap, top_l)], "Sum")
+        (bott,) = over_paths([ur], "Max")
+        surge_price = b.mul(b.mul(hp_p, f3), s_top)
+        price = b.add(s_price, surge_price)
+        lat_rel = b.minc(b.div(lat_grad, m_p), 10.0)
+        grad_rel = b.add(b.minc(b.div(b.mul(d_path, price), m_p), 10.0), lat_rel)
+        adv = b.sub(grad_rel, pair("Sum", b.mul(sp, grad_rel)))
+        bott_min = pair("Min", b.add(bott, down2))
+        pmax = b.maxc(pair("Max", b.mul(price, not_down)), TINY)
+        feats = cat(static, adv, grad_rel, bott, b.sub(bott, bott_min), b.op("Exp", b.add(b.mul(bott, beta), neg_beta)),
+                    b.mul(s_ur, inv_hops), sp, b.minc(b.div(price, pmax), 2.0), lat_rel,
+                    b.div(surge_price, b.maxc(price, TINY)), axis=3)
+        x = b.dense(feats, w0, b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")), True)
+        x = b.dense(x, w1n, b1n, True)
+        corr = b.dense(x, b.weight(w.w2[r], "ref_w2"), b.weight(w.b2[r], "ref_b2"), False)
+        z = b.sub(b.add(z, corr), b.mul(adv, b.const(float(w.md10[r]))))
+
+    sp = softmax(z)
+    (loads,) = to_links([b.mul(sp, d_path)])
+    b.op("Slice", loads, i64c(0), i64c(L), i64c(1), out="link_load_bps")
+    b.op("ReduceMax", b.mul(loads, up_cap), i64c(1), keepdims=0, out="mlu")
+    b.op("Gather", reshape(sp, -1, P * K), "t_slot", axis=1, out="split")
+
+    elem = {np.dtype(np.float32): f32, np.dtype(np.int32): TensorProto.INT32, np.dtype(np.int64): i64}
+    inputs = [helper.make_tensor_value_info(demand, f32, ["B", P]),
+              helper.make_tensor_value_info(link_up, f32, ["B", L]),
+              helper.make_tensor_value_info(policy, f32, ["B", 4])]
+    inputs += [helper.make_tensor_value_info(n, elem[a.dtype], list(a.shape)) for n, a in t.arrays.items()]
+    outputs = [helper.make_tensor_value_info("split", f32, ["B", Np]),
+               helper.make_tensor_value_info("link_load_bps", f32, ["B", L]),
+               helper.make_tensor_value_info("mlu", f32, ["B"])]
+    graph = helper.make_graph(b.nodes, "tellm_te_head_specialised", inputs, outputs, b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tellm")
+    model.ir_version = 8
+    return model

@@ -1,0 +1,106 @@
+"""The head specialised per topology computes the shipped graph's function; same-topology batching."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from tecore import compute_paths, load_topology
+from tellm.inference.artifacts import DEFAULT_MODEL_PATH
+from tellm.inference.batcher import Batcher
+from tellm.contract.onnx_io import onnx_inputs
+from tellm.inference.session import load_model
+from tellm.inference.specialise import FoldedWeights
+from tellm.inference.topologies import build_topology
+from tellm.inference.topology_head import TopologyHead
+
+from ..inference_support import demands, paths_for, ring_topology
+
+
+@pytest.fixture(scope="module")
+def generic():
+    return load_model(DEFAULT_MODEL_PATH, provider="cpu")
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return FoldedWeights.from_onnx(onnx.load(str(DEFAULT_MODEL_PATH)))
+
+
+def _register(topo, paths):
+    return build_topology(topo.nodes, topo.src, topo.dst, topo.capacity_bps, topo.latency_seconds,
+                          paths.pairs[:, 0], paths.pairs[:, 1], np.diff(paths.pair_ptr), np.diff(paths.path_ptr),
+                          paths.path_links, name=topo.name)
+
+
+def _cases(data_dir):
+    ring = ring_topology(7, chords=2, seed=3)  # pairs with 1 to 3 candidates: uneven K
+    abilene = load_topology("Abilene")
+    return [(ring, paths_for(ring, k=3)), (abilene, compute_paths(abilene, k=4))]
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_specialised_equals_generic_with_a_link_down_and_a_policy(generic, weights, data_dir, layout):
+    for topo, paths in _cases(data_dir):
+        arrays = _register(topo, paths)
+        head = TopologyHead.build(weights, arrays, "cpu", threads=1, layout=layout)
+        rng = np.random.default_rng(5)
+        rows = []
+        for i in range(3):  # all up / busiest link down / a random link down, three policies
+            up = np.ones(topo.num_links, np.float32)
+            if i:
+                up[int(np.argmax(np.bincount(paths.path_links))) if i == 1 else int(rng.integers(topo.num_links))] = 0
+            pol = np.float32([[0, 0, 0, 0], [0.5, 0, 0, 0], [0.2, 0.3, 0, 0]][i])
+            rows.append((demands(paths, seed=i), up, pol))
+        batch = head.run(*(np.stack(x) for x in zip(*rows)))
+        for i, (d, up, pol) in enumerate(rows):
+            ref = generic.route(onnx_inputs(topo, paths, d, link_up=up, policy=pol))
+            one = head.run(d[None], up[None], pol[None])
+            for out in (one, {k: v[i:i + 1] for k, v in batch.items()}):
+                split = out["split"][0]
+                assert np.abs(split - ref.split).max() < 1e-4
+                assert abs(float(out["mlu"][0]) - ref.mlu) <= 1e-5 * max(ref.mlu, 1e-6)
+                np.testing.assert_allclose(out["link_load_bps"][0] / arrays.capacity_bps,
+                                           ref.link_load_bps / arrays.capacity_bps, atol=1e-5)
+                assert np.isfinite(split).all() and (split >= 0).all()
+                np.testing.assert_allclose(np.bincount(paths.path_pair, split), 1.0, atol=1e-5)
+
+
+def test_batcher_groups_concurrent_calls_and_routes_answers():
+    batcher = Batcher()
+    sizes, gate = [], threading.Event()
+
+    def run_batch(calls):
+        sizes.append(len(calls))
+        if len(sizes) == 1:
+            gate.wait(5)  # hold the first run so that the others queue behind it
+        return [c[0] * 10 for c in calls]
+
+    results = {}
+
+    def call(i):
+        results[i] = batcher.submit("t", (i,), run_batch, max_batch=8)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(13)]
+    threads[0].start()
+    time.sleep(0.2)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert results == {i: i * 10 for i in range(13)}
+    assert sizes[0] == 1 and max(sizes) == 8 and sum(sizes) == 13  # 1 alone, then 8 + 4 queued
+
+
+def test_batcher_passes_errors_to_every_caller_of_the_batch():
+    def boom(calls):
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        Batcher().submit("t", (1,), boom, max_batch=4)
