@@ -34,10 +34,11 @@ class ServiceMetrics:
                                         "Time the current model took to load", registry=r)
         self.topologies = Gauge("tellm_inference_topologies", "Topologies registered", registry=r)
         self.topology_head = Gauge("tellm_inference_topology_head_info",
-                                   "Specialised head of a registered topology: provider and layout (value 1)",
+                                   "Graph serving a registered topology: provider and layout (generic, dense or "
+                                   "csr; value 1)",
                                    ["topology", "provider", "layout"], registry=r)
         self.topology_head_build_seconds = Gauge("tellm_inference_topology_head_build_seconds",
-                                                 "Time the topology's specialised head took to build",
+                                                 "Time the topology's specialised head took to build (0: generic graph)",
                                                  ["topology"], registry=r)
         self.batch_size = Histogram("tellm_inference_batch_size", "Route requests served by one model run",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
@@ -46,11 +47,16 @@ class ServiceMetrics:
         self.requests.labels(method=method, code=code).inc()
         self.duration.labels(method=method).observe(seconds)
 
-    def set_topology_head(self, topology: str, head) -> None:
+    def set_topology_head(self, topology: str, head, model=None) -> None:
+        """``head`` None: the generic graph of ``model`` serves the topology (nothing was built)."""
         for labels in [m for m in self.topology_head._metrics if m[0] == topology]:
             self.topology_head.remove(*labels)
-        self.topology_head.labels(topology=topology, provider=head.provider, layout=head.tables.layout).set(1)
-        self.topology_head_build_seconds.labels(topology=topology).set(head.build_seconds)
+        if head is None:
+            provider, layout, build_seconds = (model.provider if model is not None else "unknown"), "generic", 0.0
+        else:
+            provider, layout, build_seconds = head.provider, head.tables.layout, head.build_seconds
+        self.topology_head.labels(topology=topology, provider=provider, layout=layout).set(1)
+        self.topology_head_build_seconds.labels(topology=topology).set(build_seconds)
 
     def set_model(self, model) -> None:
         self.model_info.clear()

@@ -129,8 +129,10 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         topology_id = request.topology_id or request.name or arrays.content_hash
         reg, changed = self.topologies.register(topology_id, arrays)
         self.metrics.topologies.set(len(self.topologies))
-        if self.fast is not None and self.models.current is not None:
-            self.fast.prepare(self.models.current, reg.arrays, topology_id)
+        model = self.models.current
+        head = self.fast.prepare(model, reg.arrays, topology_id) if self.fast is not None and model else None
+        if head is None and model is not None:
+            self.metrics.set_topology_head(topology_id, None, model)  # the generic graph serves it
         if changed:
             log.info("registered topology %r version %d: %d nodes, %d links, %d pairs, %d paths",
                      topology_id, reg.version, arrays.num_nodes, arrays.num_links, arrays.num_pairs, arrays.num_paths)
@@ -191,6 +193,7 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
                 out = self._run(model, topo, demand, link_up, policy, context)
             finally:
                 self.run_slots.release()
+            self.metrics.batch_size.observe(1)  # the generic graph runs one request at a time
         t_model = time.perf_counter()
 
         split = np.asarray(out["split"], dtype=np.float32).reshape(-1)
