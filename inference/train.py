@@ -227,7 +227,10 @@ def model_config(recipe: dict) -> ModelConfig:
 
 
 def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", progress: bool = True,
-          steps: int | None = None, time_limit_seconds: float | None = None, log=print) -> dict:
+          steps: int | None = None, time_limit_seconds: float | None = None, log=print,
+          init: Path | None = None) -> dict:
+    """Train from scratch, or from the weights of checkpoint ``init`` (fine-tuning: a fresh optimiser and
+    schedule over the same architecture; a checkpoint of another architecture is an error)."""
     r = parse_recipe(recipe)
     cfg = r.train
     seed = r.seed
@@ -240,6 +243,8 @@ def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", 
     val_topos = [_Dev(t, dev) for t in val_td]
     mcfg = model_config(recipe)
     model = TEHead(mcfg).to(dev)
+    if init is not None:
+        load_init(model, mcfg, init, dev)
     steps = int(steps or cfg.steps)
     time_limit = float(time_limit_seconds or cfg.time_limit_seconds)
     t_start = time.time()
@@ -338,10 +343,24 @@ def train(recipe: dict, dataset_file: Path, out_dir: Path, device: str = "cpu", 
             v = validate(model, val_topos, dev, rounds=int(R))
             rounds_sweep[str(R)] = {"geomean": v["geomean"], "policies": v["policies"], "score": v["score"]}
         log(f"validation model/LP geomean by rounds: {rounds_sweep}")
-    summary = {"rounds_sweep": rounds_sweep, "steps": step, "seconds": time.time() - t_start, "best_val": best, "device": str(dev),
+    summary = {"init": None if init is None else str(init), "rounds_sweep": rounds_sweep, "steps": step, "seconds": time.time() - t_start, "best_val": best, "device": str(dev),
                "train_topologies": [t.name for t in train_topos], "validation_topologies": [t.name for t in val_topos]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def load_init(model: TEHead, mcfg: ModelConfig, init: Path, dev) -> None:
+    """Start weights from a checkpoint of the same architecture (RecipeError otherwise)."""
+    try:
+        ckpt = torch.load(init, map_location=dev, weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise RecipeError(f"--init {init}: cannot read the checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise RecipeError(f"--init {init}: not a checkpoint of tellm train (no model/config)")
+    if dict(ckpt["config"]) != mcfg.to_dict():
+        raise RecipeError(f"--init {init}: its model config {ckpt['config']} differs from the recipe's "
+                          f"{mcfg.to_dict()}")
+    model.load_state_dict(ckpt["model"])
 
 
 def main(argv=None) -> int:
@@ -353,16 +372,17 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--time-limit", type=float, default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (fine-tune)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
                    help="override a recipe value, e.g. --set model.hidden=128 (recorded in the checkpoint)")
     a = p.parse_args(argv)
     try:
         recipe = apply_overrides(load_recipe(a.recipe), a.set)
         model_config(recipe)
+        train(recipe, a.dataset, a.out, a.device, progress=not a.no_progress, steps=a.steps,
+              time_limit_seconds=a.time_limit, init=a.init)
     except RecipeError as exc:
         raise SystemExit(f"train: {exc}") from None
-    train(recipe, a.dataset, a.out, a.device, progress=not a.no_progress, steps=a.steps,
-          time_limit_seconds=a.time_limit)
     return 0
 
 

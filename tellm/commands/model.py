@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop (with a checkpoint) after this long")
+    p.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint's weights (same model config as the recipe)")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -73,8 +75,13 @@ def run_train(args) -> int:
     if args.prepare_only:
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    summary = train(recipe, dataset, args.out, device=device, steps=args.steps,
-                    time_limit_seconds=args.time_limit)
+    if args.init is not None and not args.init.is_file():
+        raise CLIError(f"--init {args.init}: no such checkpoint file")
+    try:
+        summary = train(recipe, dataset, args.out, device=device, steps=args.steps,
+                        time_limit_seconds=args.time_limit, init=args.init)
+    except RecipeError as exc:
+        raise CLIError(str(exc)) from None
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "best_val", "device")}, indent=2))
     return 0
 

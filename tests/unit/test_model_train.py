@@ -34,7 +34,7 @@ def test_shipped_recipe_keeps_held_out_unseen():
     assert r["data"]["max_nodes"] <= 50
 
 
-def test_tiny_training_then_export_on_cpu(data_dir, tmp_path):
+def test_tiny_training_then_export_on_cpu(data_dir, tmp_path, capsys):
     from tellm.cli import main
 
     out = tmp_path / "run"
@@ -54,6 +54,28 @@ def test_tiny_training_then_export_on_cpu(data_dir, tmp_path):
                  "--dataset", str(out / "dataset.npz")]) == 0
     log2 = [json.loads(line) for line in (again / "train_log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in log2] == pytest.approx([r["loss"] for r in log], rel=1e-5)
+
+    # Fine-tuning starts from the checkpoint's weights (one warm-up step moves them by ~1e-5), and a
+    # checkpoint of another architecture is refused with a clear error.
+    import torch
+
+    ckpt = torch.load(out / "best.pt", weights_only=False)
+    ckpt["model"] = {k: v + 0.5 for k, v in ckpt["model"].items()}  # weights no training run would reach
+    torch.save(ckpt, tmp_path / "shifted.pt")
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--recipe", str(RECIPES / "tiny.yaml"), "--out", str(tuned), "--device", "cpu",
+                 "--dataset", str(out / "dataset.npz"), "--steps", "1", "--init", str(tmp_path / "shifted.pt")]) == 0
+    after = torch.load(tuned / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(after[k], ckpt["model"][k], atol=1e-3) for k in after)
+    assert json.loads((tuned / "summary.json").read_text())["init"] == str(tmp_path / "shifted.pt")
+    wide = tmp_path / "wide.yaml"
+    doc = yaml.safe_load((RECIPES / "tiny.yaml").read_text())
+    doc["model"]["hidden"] = 2 * int(doc["model"].get("hidden", 64))
+    wide.write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    assert main(["train", "--recipe", str(wide), "--out", str(tmp_path / "w"), "--device", "cpu",
+                 "--dataset", str(out / "dataset.npz"), "--steps", "1", "--init", str(out / "best.pt")]) == 2
+    assert "differs from the recipe" in capsys.readouterr().err
 
     onnx_file = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(out / "best.pt"), "--out", str(onnx_file),
