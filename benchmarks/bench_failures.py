@@ -13,10 +13,11 @@ on the intact network, routed by every --router (routers of `tellm eval`: ecmp, 
 intact network and on the surviving network of every non-bridge link failure (or the first
 --max-failures in link order, or a seeded random --sample). Needs ../shared/data (or TELLM_DATA_DIR).
 
---workers N runs the (topology, failure) items in a pool of N processes, each with one HiGHS and one
-ONNX Runtime thread; items run in --topology order, a sample in its random order. The JSON is rewritten
-after every finished failure, so a run stopped at a time limit keeps each one; --resume continues the
-file (same --tms, --load, --router), skipping failures it holds.
+--workers N runs the (topology, failure, TM) items in a pool of N processes, each with one HiGHS and
+one ONNX Runtime thread; failures run in --topology order (--interleave: round-robin over the topologies),
+a sample in its random order. The JSON is rewritten after every finished item, so a run stopped at a
+time limit keeps each one; --resume continues the file (same --tms, --load, --router), skipping the
+(failure, TM) rows it holds.
 """
 
 from __future__ import annotations
@@ -112,16 +113,16 @@ def init_worker(setup: Setup, model_threads: int) -> None:
         _W[name] = (topo, paths, tms, {r: ROUTERS[r](topo, paths, args) for r in setup.routers})
 
 
-def solve_item(topology: str, failure: str) -> tuple[str, str, list[dict]]:
-    """Rows (one per TM) of one failure, or of the intact network for ``INTACT``."""
+def solve_item(topology: str, failure: str, tm_index: int) -> tuple[str, str, list[dict]]:
+    """The row of one failure (or of the intact network for ``INTACT``) and one TM."""
     from tecore.failures import parse_failures, routable_tm, stranded_pairs
 
     topo, paths, tms, fns = _W[topology]
     up = None if failure == INTACT else parse_failures(topo, failure)[0].link_up(topo)
     stranded = 0 if up is None else int(stranded_pairs(topo, paths, up).size)
     rows = []
-    for tm in tms:
-        row: dict[str, Any] = {"failure": failure, "tm": tm.label, "stranded_pairs": stranded}
+    for i, tm in enumerate(tms[tm_index:tm_index + 1], start=tm_index):
+        row: dict[str, Any] = {"failure": failure, "tm": tm.label, "tm_index": i, "stranded_pairs": stranded}
         for r, fn in fns.items():
             res = fn(tm if up is None else routable_tm(topo, tm, up), up)
             row[f"mlu_{r}"], row[f"{r}_seconds"] = res.mlu, res.seconds
@@ -143,8 +144,9 @@ def summarise(rows: list[dict], intact_rows: list[dict]) -> dict:
     return out
 
 
-def plan_topology(name: str, args: argparse.Namespace, before: str | None, old: dict | None) -> tuple[dict, list[str]]:
-    """The topology's result entry (``old`` continued, if given) and the items still to run."""
+def plan_topology(name: str, args: argparse.Namespace, before: str | None,
+                  old: dict | None) -> tuple[dict, list[list[tuple[str, str, int]]]]:
+    """The topology's result entry (``old`` continued, if given) and the items still to run, by failure."""
     from tecore import compute_paths
     from tecore.coverage import coverage
     from tecore.failures import non_bridge_failures
@@ -167,9 +169,15 @@ def plan_topology(name: str, args: argparse.Namespace, before: str | None, old: 
         if out.get("sample") is not None and sample is not None and out.get("sample_seed") != args.sample_seed:
             raise SystemExit(f"--resume: {name} was sampled with seed {out.get('sample_seed')}, not {args.sample_seed}")
         out["sample"] = sample
-    done = {r["failure"] for r in out["rows"]} | ({INTACT} if out.get("intact_rows") else set())
+    done = {(r["failure"], r.get("tm_index")) for r in out["rows"] + out["intact_rows"]}
     todo = [INTACT] + choose_failures(failures, sample, args.sample_seed, args.max_failures)
-    return out, [f for f in todo if f not in done]
+    blocks = [[(name, f, i) for i in range(args.tms) if (f, i) not in done] for f in todo]
+    return out, [b for b in blocks if b]
+
+
+def interleave(lists: list[list]) -> list:
+    """Round-robin over ``lists``: a0 b0 c0 a1 b1 ..."""
+    return [x[i] for i in range(max(map(len, lists), default=0)) for x in lists if i < len(x)]
 
 
 def merge(entry: dict, failure: str, rows: list[dict]) -> None:
@@ -208,13 +216,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     runs.append({"command": " ".join(["bench_failures.py"] + argv), "commit": args.commit or git_commit(),
                  "machine": machine(), "workers": args.workers, "load_average_start": os.getloadavg()})
     entries = {e["topology"]: e for e in doc["results"]}
-    items: list[tuple[str, str]] = []
+    per_topology: list[list[list[tuple[str, str, int]]]] = []
     for name in args.topology:
         entry, todo = plan_topology(name, args, before.get(name), entries.get(name))
         if name not in entries:
             doc["results"].append(entry)
             entries[name] = entry
-        items += [(name, f) for f in todo]
+        per_topology.append(todo)
+    blocks = interleave(per_topology) if args.interleave else [b for t in per_topology for b in t]
+    items = [item for block in blocks for item in block]
     setup = Setup(tuple(args.topology), tuple(args.router.split(",")), args.tms, args.load,
                   str(args.model) if args.model else None)
     t_end = time.monotonic() + args.deadline_seconds if args.deadline_seconds else math.inf
@@ -224,23 +234,23 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         runs[-1]["items_done"] = runs[-1].get("items_done", 0) + 1
         runs[-1]["wall_seconds"] = time.monotonic() - t_start
         write_json(doc, args.json)
-        print(f"{topology} {failure}: stranded {rows[0]['stranded_pairs']} "
+        print(f"{topology} {failure} {rows[0]['tm']}: stranded {rows[0]['stranded_pairs']} "
               + " ".join(f"{k[4:]} {v:.4f}" for k, v in rows[-1].items() if k.startswith("mlu_")), file=sys.stderr, flush=True)
 
     t_start = time.monotonic()
     write_json(doc, args.json)
     if args.workers <= 1:
         init_worker(setup, args.model_threads or 0)
-        for topology, failure in items:
+        for item in items:
             if time.monotonic() > t_end:
                 break
-            finish(*solve_item(topology, failure))
+            finish(*solve_item(*item))
         return doc
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # numpy in the workers: one thread each
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker,
                              initargs=(setup, args.model_threads if args.model_threads is not None else 1)) as pool:
-        pending: set[Future] = {pool.submit(solve_item, t, f) for t, f in items}
+        pending: set[Future] = {pool.submit(solve_item, *item) for item in items}
         while pending:
             timeout = None if t_end == math.inf else max(t_end - time.monotonic(), 0.0)
             finished, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -265,7 +275,9 @@ def markdown(doc: dict) -> str:
         after = max((x["stranded_pairs"] for x in r["rows"]), default=0)
         sm = r["summary"]
         tms = len({x["tm"] for x in r["rows"]})
-        run = f"{r['failures_run']} x {tms}" if r.get("sample") is None else f"sampled {r['failures_run']} x {tms}"
+        run = f"{r['failures_run']} x {tms}" if len(r["rows"]) == r["failures_run"] * tms else \
+            f"{r['failures_run']}, {len(r['rows'])} (failure, TM) rows"
+        run = run if r.get("sample") is None else f"sampled {run}"
 
         def cell(a, b):
             return f"{sm[f'{a}_over_{b}_geomean']:.4f} ({sm[f'{a}_over_{b}_worst']:.4f})" if f"{a}_over_{b}_geomean" in sm else "-"
@@ -288,6 +300,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--sample", action="append", default=[], metavar="NAME=N",
                     help="run a random sample of N of topology NAME's non-bridge failures (seeded by --sample-seed)")
     ap.add_argument("--sample-seed", type=int, default=0)
+    ap.add_argument("--interleave", action="store_true", help="take failures round-robin over the topologies")
     ap.add_argument("--workers", type=int, default=1, help="processes; each gets one HiGHS and one ONNX Runtime thread")
     ap.add_argument("--model-threads", type=int, default=None,
                     help="ONNX Runtime intra-op threads per process (default: 1 with --workers > 1, else ORT's own)")

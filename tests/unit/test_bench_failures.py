@@ -26,6 +26,10 @@ def test_sample_is_seeded_and_a_larger_one_extends_a_smaller_one():
     assert sorted(bench.choose_failures(names, 80, seed=3, max_failures=None)) == sorted(names)
 
 
+def test_interleave_takes_round_robin():
+    assert bench.interleave([[1, 2, 3], ["a"], [10, 20]]) == [1, "a", 10, 2, 20, 3]
+
+
 def test_resume_keeps_finished_failures_and_runs_only_the_rest(data_dir, tmp_path):
     out = tmp_path / "f.json"
     common = ["--topology", "Abilene", "--router", "ecmp,lp", "--tms", "1", "--json", str(out), "--commit", "abc"]
