@@ -4,8 +4,9 @@ surviving network.
 
     nice -n 10 python benchmarks/bench_failures.py --topology Geant2012 --topology sndlib:germany50 \\
         --json benchmarks/results/failures.json
-    python benchmarks/bench_failures.py --workers 15 --topology sndlib:germany50 \\
-        --topology GtsCe --sample GtsCe=40 --topology Cogentco --sample Cogentco=30 --deadline-seconds 480
+    python benchmarks/bench_failures.py --workers 15 --interleave --topology GtsCe --sample GtsCe=180 \\
+        --topology Cogentco --sample Cogentco=211 --deadline-seconds 400 --resume \\
+        --json benchmarks/results/failures.json
 
 Per topology: the default path set's single-failure coverage (and, with --before NAME=FILE.npz, that of
 an earlier path set of the same topology), then --tms gravity TMs (seed 0) scaled so ECMP reaches --load
@@ -158,7 +159,8 @@ def plan_topology(name: str, args: argparse.Namespace, before: str | None,
     sample = args.sample.get(name)
     if old is None:
         out = {"topology": name, "nodes": topo.num_nodes, "links": topo.num_links, "strategy": paths.strategy,
-               "k": paths.k, "paths_seconds": time.perf_counter() - t0, "coverage_after": coverage(topo, paths).as_dict(topo),
+               "k": paths.k, "paths_seconds": time.perf_counter() - t0,
+               "coverage_after": coverage(topo, paths).as_dict(topo),
                "non_bridge_failures": len(failures), "sample": sample, "sample_seed": args.sample_seed,
                "failures_run": 0, "rows": [], "intact_rows": [], "summary": {}}
         if before:
@@ -196,8 +198,9 @@ def write_json(doc: dict, path: Path) -> None:
 
 
 def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
     return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
@@ -234,8 +237,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         runs[-1]["items_done"] = runs[-1].get("items_done", 0) + 1
         runs[-1]["wall_seconds"] = time.monotonic() - t_start
         write_json(doc, args.json)
-        print(f"{topology} {failure} {rows[0]['tm']}: stranded {rows[0]['stranded_pairs']} "
-              + " ".join(f"{k[4:]} {v:.4f}" for k, v in rows[-1].items() if k.startswith("mlu_")), file=sys.stderr, flush=True)
+        mlus = " ".join(f"{k[4:]} {v:.4f}" for k, v in rows[-1].items() if k.startswith("mlu_"))
+        print(f"{topology} {failure} {rows[0]['tm']}: stranded {rows[0]['stranded_pairs']} {mlus}",
+              file=sys.stderr, flush=True)
 
     t_start = time.monotonic()
     write_json(doc, args.json)
@@ -280,7 +284,9 @@ def markdown(doc: dict) -> str:
         run = run if r.get("sample") is None else f"sampled {run}"
 
         def cell(a, b):
-            return f"{sm[f'{a}_over_{b}_geomean']:.4f} ({sm[f'{a}_over_{b}_worst']:.4f})" if f"{a}_over_{b}_geomean" in sm else "-"
+            if f"{a}_over_{b}_geomean" not in sm:
+                return "-"
+            return f"{sm[f'{a}_over_{b}_geomean']:.4f} ({sm[f'{a}_over_{b}_worst']:.4f})"
 
         intact = sm.get("model_over_lp_intact_geomean")
         lines.append(f"| {r['topology']} | {r['non_bridge_failures']} ({run}) | {before} | {after} | "
@@ -293,7 +299,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--topology", action="append", default=[])
     ap.add_argument("--router", default="ecmp,lp,model,opt")
-    ap.add_argument("--model", type=Path, default=None, help="ONNX head for the model router (default: the shipped one)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="ONNX head for the model router (default: the shipped one)")
     ap.add_argument("--tms", type=int, default=3, help="gravity TMs per failure (seed 0)")
     ap.add_argument("--load", type=float, default=0.8, help="ECMP MLU of each TM on the intact network")
     ap.add_argument("--max-failures", type=int, default=None, help="only the first N non-bridge failures")
