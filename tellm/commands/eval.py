@@ -136,7 +136,8 @@ def _model(topo, paths, args):
     from tellm.inference.session import ModelError, load_model
 
     try:
-        head = load_model(args.model or DEFAULT_MODEL_PATH, provider=_provider_choice(args.model_providers))
+        head = load_model(args.model or DEFAULT_MODEL_PATH, provider=_provider_choice(args.model_providers),
+                          threads=args.model_threads)
     except ModelError as exc:
         raise CLIError(str(exc)) from None
     static = onnx_inputs(topo, paths, np.zeros(paths.num_pairs))
@@ -185,6 +186,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-providers", default="CPUExecutionProvider",
                    help="ONNX Runtime providers for --router model, comma-separated: CPUExecutionProvider, "
                         "CUDAExecutionProvider, or CUDAExecutionProvider,CPUExecutionProvider (CUDA, else CPU)")
+    p.add_argument("--model-threads", type=int, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads for --router model (0: onnxruntime's default)")
     p.set_defaults(func=run)
 
 
