@@ -3,7 +3,7 @@
 The generic graph (padded_graph.py, the shipped file) derives the padded layout from the incidence
 inputs on every run and scatters path values into links with float atomics. Here the same function,
 with the same weights (read back from the generic graph, ``FoldedWeights.from_onnx``), is written for
-one topology:
+one topology (the round math itself is shared with the generic graph: head_rounds.py):
 
 - **Layout once, in numpy.** Each candidate's slot in the pair-major [P, K] grid, the padded [H, P, K]
   table of each path's links, the per-path constants (hops, latency, bottleneck capacity, empty-slot
@@ -30,7 +30,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .padded_graph import BIG, OPSET, PAD, SURGE_Q, TINY, _Builder
+from .graph_builder import BIG, OPSET, PAD, TINY, GraphBuilder
+from .head_rounds import Layout, RoundInputs, RoundWeights, emit_round, softmax
 
 #: Largest P*K*(L+1) incidence held dense (floats); above it the link-sorted layout is used.
 DENSE_LIMIT = 1 << 22
@@ -209,7 +210,7 @@ def build_tables(capacity_bps, latency_seconds, path_pair, inc_path, inc_link, n
 
 def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     """The head for one topology: inputs DYNAMIC_INPUTS + the tables' ``t_*``, outputs OUTPUTS."""
-    b = _Builder()
+    b = GraphBuilder()
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     P, K, H, L, Np = t.num_pairs, t.k, t.h, t.num_links, t.num_paths
 
@@ -313,42 +314,16 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     not_down = b.sub(b.const(1.0), path_down)
     down2 = b.add(b.mul(path_down, b.const(2.0)), pad_big)
 
-    def softmax(z):
-        zz = b.add(z, pad_neg)
-        e = b.op("Exp", b.sub(zz, pair("Max", zz)))
-        return b.div(e, pair("Sum", e))
-
+    lay = Layout(pair=pair, to_links=to_links, over_paths=over_paths, per_batch=per_batch, pad_neg=pad_neg)
+    ins = RoundInputs(static=static, d_path=d_path, d_rel=d_rel, hp_path=hp_p, hpd=hpd, up=up, up_cap=up_cap,
+                      inv_cap=inv_cap, inv_hops=inv_hops, lat_grad=lat_grad, not_down=not_down, down2=down2,
+                      beta=beta, neg_beta=neg_beta)
+    rounds = RoundWeights(w0=w0, w1=w1n, b1=b1n, w2=w.w2, b2=w.b2, md10=[float(v) for v in w.md10],
+                          bias=lambda r: b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")))
     for r in range(w.rounds):
-        sp = softmax(z)
-        f = b.mul(sp, d_rel)
-        f3 = b.mul(b.mul(f, f), f)
-        loads, fq4, fq3 = to_links([b.mul(sp, d_path), b.mul(f3, f), f3])
-        surge_rel = b.div(fq4, b.maxc(fq3, TINY))
-        eff = b.mul(b.add(loads, b.mul(hpd, surge_rel)), up_cap)
-        m = b.maxc(b.reduce("Max", eff, 1, keep=1), TINY)  # [B, 1]
-        m_p = per_batch(m)
-        ur = b.div(eff, m)
-        hot = b.mul(b.op("Exp", b.add(b.mul(ur, beta), neg_beta)), up)
-        w_cap = b.mul(b.div(hot, b.maxc(b.reduce("Sum", hot, 1, keep=1), TINY)), inv_cap)
-        top_l = b.op("Pow", b.maxc(surge_rel, 1.0e-12), b.const(1.0 - SURGE_Q))
-        s_price, s_ur, s_top = over_paths([w_cap, ur, b.mul(w_cap, top_l)], "Sum")
-        (bott,) = over_paths([ur], "Max")
-        surge_price = b.mul(b.mul(hp_p, f3), s_top)
-        price = b.add(s_price, surge_price)
-        lat_rel = b.minc(b.div(lat_grad, m_p), 10.0)
-        grad_rel = b.add(b.minc(b.div(b.mul(d_path, price), m_p), 10.0), lat_rel)
-        adv = b.sub(grad_rel, pair("Sum", b.mul(sp, grad_rel)))
-        bott_min = pair("Min", b.add(bott, down2))
-        pmax = b.maxc(pair("Max", b.mul(price, not_down)), TINY)
-        feats = cat(static, adv, grad_rel, bott, b.sub(bott, bott_min), b.op("Exp", b.add(b.mul(bott, beta), neg_beta)),
-                    b.mul(s_ur, inv_hops), sp, b.minc(b.div(price, pmax), 2.0), lat_rel,
-                    b.div(surge_price, b.maxc(price, TINY)), axis=3)
-        x = b.dense(feats, w0, b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")), True)
-        x = b.dense(x, w1n, b1n, True)
-        corr = b.dense(x, b.weight(w.w2[r], "ref_w2"), b.weight(w.b2[r], "ref_b2"), False)
-        z = b.sub(b.add(z, corr), b.mul(adv, b.const(float(w.md10[r]))))
+        z = emit_round(b, lay, ins, rounds, r, z)
 
-    sp = softmax(z)
+    sp = softmax(b, lay, z)
     (loads,) = to_links([b.mul(sp, d_path)])
     b.op("Slice", loads, i64c(0), i64c(L), i64c(1), out="link_load_bps")
     b.op("ReduceMax", b.mul(loads, up_cap), i64c(1), keepdims=0, out="mlu")
