@@ -23,18 +23,16 @@ one topology (the round math itself is shared with the generic graph: head_round
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .graph_builder import BIG, OPSET, PAD, TINY, GraphBuilder
+from .graph_builder import BIG, OPSET, TINY, GraphBuilder
 from .head_rounds import Layout, RoundInputs, RoundWeights, emit_round, softmax
+from .specialise_tables import Tables
 
-#: Largest P*K*(L+1) incidence held dense (floats); above it the link-sorted layout is used.
-DENSE_LIMIT = 1 << 22
 DYNAMIC_INPUTS = ("demand_bps", "link_up", "policy")
 OUTPUTS = ("split", "link_load_bps", "mlu")
 
@@ -102,112 +100,6 @@ class FoldedWeights:
                    md10=np.asarray(md10, dtype=np.float32), beta=beta.pop())
 
 
-@dataclass(frozen=True)
-class Tables:
-    """One topology's layout, as arrays the specialised graph takes once (bound inputs ``t_*``)."""
-
-    layout: str  # "dense" or "csr"
-    num_pairs: int
-    num_links: int
-    num_paths: int
-    k: int
-    h: int
-    arrays: dict[str, np.ndarray]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
-
-
-def _segment_rows(counts: np.ndarray, width: int) -> np.ndarray:
-    return np.maximum(1, -(-counts // width))
-
-
-def _choose_width(counts: np.ndarray) -> int:
-    """Row width W of the link-sorted gather: least padded work (rows x W + links x rows-per-link)."""
-    top = max(int(counts.max()), 1)
-    cands = sorted({top} | {1 << e for e in range(4, int(math.log2(top)) + 1)})
-    n_links = counts.shape[0] + 1
-
-    def cost(w):
-        rows = _segment_rows(counts, w)
-        return int(rows.sum()) * w + (n_links * int(rows.max()) if rows.max() > 1 else 0)
-
-    return min(cands, key=cost)
-
-
-def build_tables(capacity_bps, latency_seconds, path_pair, inc_path, inc_link, num_pairs: int,
-                 layout: str = "auto") -> Tables:
-    """The layout of one topology (CSR incidence: each pair's paths and each path's links contiguous)."""
-    cap = np.asarray(capacity_bps, dtype=np.float32)
-    lat = np.asarray(latency_seconds, dtype=np.float32)
-    path_pair, inc_path, inc_link = (np.asarray(a, dtype=np.int64) for a in (path_pair, inc_path, inc_link))
-    n_links, n_paths, n_pairs = cap.shape[0], path_pair.shape[0], int(num_pairs)
-    cnt_pair = np.bincount(path_pair, minlength=n_pairs)
-    k = int(cnt_pair.max())
-    first_path = np.cumsum(cnt_pair) - cnt_pair
-    slot = path_pair * k + (np.arange(n_paths) - first_path[path_pair])
-    hops_cnt = np.bincount(inc_path, minlength=n_paths)
-    h = int(hops_cnt.max())
-    first_ent = np.cumsum(hops_cnt) - hops_cnt
-    ent_slot = slot[inc_path]
-    pk = n_pairs * k
-    pad = np.full((pk, h), n_links, dtype=np.int32)
-    pad[ent_slot, np.arange(inc_path.shape[0]) - first_ent[inc_path]] = inc_link
-    valid = np.zeros(pk, dtype=bool)
-    valid[slot] = True
-
-    def ext(x, v):
-        return np.concatenate([x.astype(np.float32), np.float32([v])])
-
-    real = ext(np.ones(n_links), 0.0)
-    lat_e = ext(np.maximum(lat, 0.0) + np.float32(1e-6), 0.0)
-    neg_cap = ext(cap / (cap.max() * np.float32(-1.0)), -1.0)
-    hops = real[pad].sum(axis=1, dtype=np.float32)
-    path_lat = lat_e[pad].sum(axis=1, dtype=np.float32)
-    bott_cap = -neg_cap[pad].max(axis=1)
-    pad_big = np.where(valid, 0.0, PAD).astype(np.float32)
-    pair_min_lat = (path_lat + pad_big).reshape(n_pairs, k).min(axis=1)
-
-    def per_path(x):
-        return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(1, n_pairs, k, 1))
-
-    arrays = {
-        "t_pad": np.ascontiguousarray(pad.T.reshape(h, n_pairs, k)),
-        "t_slot": slot.astype(np.int32),
-        "t_link": np.stack([np.float32(1.0) / ext(cap, 1.0), real]),  # [2, L+1]: 1 / capacity, real link
-        "t_hops": per_path(hops), "t_path_lat": per_path(path_lat), "t_bott_cap": per_path(bott_cap),
-        "t_pad_big": per_path(pad_big),
-        "t_pair": np.stack([np.log(cnt_pair.astype(np.float32)), pair_min_lat]).reshape(2, 1, n_pairs, 1, 1)
-                    .astype(np.float32),
-    }
-    if layout == "auto":
-        layout = "dense" if pk * (n_links + 1) <= DENSE_LIMIT else "csr"
-    if layout == "dense":
-        inc = np.zeros((pk, n_links + 1), dtype=np.float32)
-        np.add.at(inc, (ent_slot, inc_link), 1.0)
-        arrays["t_inc"] = inc
-    else:
-        counts = np.bincount(inc_link, minlength=n_links)
-        w = _choose_width(counts)
-        rows = _segment_rows(counts, w)
-        row_start = np.cumsum(rows) - rows
-        order = np.argsort(inc_link, kind="stable")
-        sorted_link = inc_link[order]
-        link_first = np.cumsum(counts) - counts
-        rank = np.arange(order.shape[0]) - link_first[sorted_link]
-        idx1 = np.full((int(rows.sum()), w), pk, dtype=np.int32)  # pk: a zero column appended at run time
-        idx1[row_start[sorted_link] + rank // w, rank % w] = ent_slot[order]
-        arrays["t_idx1"] = idx1
-        m2 = int(rows.max())
-        if m2 > 1:
-            idx2 = np.full((n_links + 1, m2), idx1.shape[0], dtype=np.int32)
-            lk = np.repeat(np.arange(n_links), rows)
-            idx2[lk, np.arange(lk.shape[0]) - row_start[lk]] = np.arange(lk.shape[0])
-            arrays["t_idx2"] = idx2
-    return Tables(layout, n_pairs, n_links, n_paths, k, h, arrays)
-
-
 def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     """The head for one topology: inputs DYNAMIC_INPUTS + the tables' ``t_*``, outputs OUTPUTS."""
     b = GraphBuilder()
@@ -232,11 +124,20 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     def pair(kind, x):  # [B, P, K, 1] -> [B, P, 1, 1] over each pair's candidates
         return vari(kind, split(x, K, 2))
 
+    buckets = sorted((n for n in t.arrays if n.startswith("t_bucket")), key=lambda n: int(n[8:]))
+
+    def rows_of(x):  # [A, X] <-> [X, A]
+        return b.op("Transpose", x, perm=[1, 0])
+
     def over_paths(rows, kind):  # per-link [B, L+1] rows -> [B, P, K, 1] each (Sum or Max over the path)
         c = len(rows)
         stacked = cat(*rows)  # [C*B, L+1]
         if kind == "Sum" and t.layout == "dense":
             r = b.op("Gemm", stacked, "t_inc", transB=1)  # [C*B, P*K]
+        elif t.layout == "bucketed":
+            table = rows_of(stacked)  # [L+1, C*B]: one row per link
+            parts = [b.reduce(kind, b.op("Gather", table, nm, axis=0), 0) for nm in buckets]  # [n, C*B] each
+            r = rows_of(b.op("Gather", cat(*parts), "t_perm", axis=0))  # slot order, [C*B, P*K]
         else:
             g = b.op("Gather", stacked, "t_pad", axis=1)  # [C*B, H, P, K]
             r = vari(kind, split(g, H, 1))
@@ -247,6 +148,12 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
         flat = reshape(cat(*cols), -1, P * K)  # [C*B, P*K]
         if t.layout == "dense":
             sums = b.op("MatMul", flat, "t_inc")
+        elif t.layout == "bucketed":
+            table = b.op("Pad", rows_of(flat), i64c(0, 0, 1, 0))  # [P*K+1, C*B]; row P*K reads 0
+            s1 = b.op("Pad", b.reduce("Sum", b.op("Gather", table, "t_idx1", axis=0), 0), i64c(0, 0, 1, 0))
+            if "t_idx2" in t.arrays:  # [R+1, C*B] -> [L+1, C*B]
+                s1 = b.reduce("Sum", b.op("Gather", s1, "t_idx2", axis=0), 0)
+            sums = rows_of(s1)
         else:
             padded = b.op("Pad", flat, i64c(0, 0, 0, 1))  # slot P*K reads 0
             s1 = b.reduce("Sum", b.op("Gather", padded, "t_idx1", axis=1), 2)  # [C*B, R]

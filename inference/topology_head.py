@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from .specialise import DYNAMIC_INPUTS, OUTPUTS, FoldedWeights, Tables, build_specialised, build_tables
+from .specialise import DYNAMIC_INPUTS, OUTPUTS, FoldedWeights, build_specialised
+from .specialise_tables import Tables, build_tables
 
 log = logging.getLogger("tellm.inference.topology_head")
 
