@@ -36,8 +36,8 @@ class ServiceMetrics:
                                         "Time the current model took to load", registry=r)
         self.topologies = Gauge("tellm_inference_topologies", "Topologies registered", registry=r)
         self.topology_head = Gauge("tellm_inference_topology_head_info",
-                                   "Graph serving a registered topology: provider and layout (generic, dense or "
-                                   "csr; value 1)",
+                                   "Graph serving a registered topology: provider and layout (generic, dense, csr or "
+                                   "bucketed; value 1)",
                                    ["topology", "provider", "layout"], registry=r)
         self.topology_head_build_seconds = Gauge("tellm_inference_topology_head_build_seconds",
                                                  "Time the topology's specialised head took to build (0: generic graph)",
