@@ -105,9 +105,10 @@ class FastPath:
         """Wait until no build is queued or running (tests, benchmarks); False on timeout."""
         return self.builds.wait_idle(timeout) if self.builds is not None else True
 
-    def close(self) -> None:
-        if self.builds is not None:
-            self.builds.close()
+    def close(self, wait_seconds: float = 0.0) -> None:
+        """Stop building heads; wait up to ``wait_seconds`` for a build in progress to stop."""
+        if self.builds is not None and not self.builds.close(wait_seconds):
+            log.warning("a specialised build was still running after %.0f s at shutdown", wait_seconds)
 
     def _finish(self, model, topo, topology_id: str, result) -> None:  # under builds.commit_lock
         if isinstance(result, BaseException) or result is None:

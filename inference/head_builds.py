@@ -74,12 +74,19 @@ class BuildQueue:
         with self._cond:
             return self._cond.wait_for(lambda: not self._pending and self._running is None, timeout)
 
-    def close(self) -> None:
-        """Stop taking builds; the running one stops at its next check."""
+    def close(self, wait_seconds: float = 0.0) -> bool:
+        """Stop taking builds; the running one stops at its next check. Waits up to ``wait_seconds`` for
+        the worker to end (a process must not exit while a build is inside ONNX Runtime); False if it
+        has not."""
         with self._cond:
             self._closed = True
             self._pending.clear()
             self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and wait_seconds > 0:
+            thread.join(wait_seconds)
+            return not thread.is_alive()
+        return thread is None or not thread.is_alive()
 
     def _work(self) -> None:
         while True:

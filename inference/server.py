@@ -37,6 +37,9 @@ from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES, TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
+#: How long shutdown waits for a specialised build in progress (it stops at its next phase).
+BUILD_STOP_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class HostedService:
@@ -164,8 +167,8 @@ class InferenceServer:
         self.health.enter_graceful_shutdown()  # every service NOT_SERVING from now on
         if self._grpc is not None:
             self._grpc.stop(grace).wait()
-        if self.servicer is not None:
-            self.servicer.close()
+        if self.servicer is not None:  # a build inside ONNX Runtime must end before the process does
+            self.servicer.close(wait_seconds=BUILD_STOP_SECONDS)
         self.models.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

@@ -120,10 +120,10 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
             else:
                 self.metrics.set_topology_head(reg.topology_id, None, model)
 
-    def close(self) -> None:
-        """Stop background work (specialised builds)."""
+    def close(self, wait_seconds: float = 0.0) -> None:
+        """Stop background work (specialised builds), waiting up to ``wait_seconds`` for a running build."""
         if self.fast is not None:
-            self.fast.close()
+            self.fast.close(wait_seconds)
 
     # ---------------------------------------------------------------- RegisterTopology
     @_rpc("RegisterTopology")
