@@ -56,7 +56,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--batches", nargs="*", type=int, default=[8, 32])
     p.add_argument("--threads", type=int, default=0, help="CPU provider intra-op threads (0: one per core)")
-    p.add_argument("--layout", default="auto", choices=["auto", "dense", "csr"])
+    p.add_argument("--layout", default="auto", choices=["auto", "dense", "csr", "bucketed"])
+    p.add_argument("--compare-layout", default=None, choices=["dense", "csr", "bucketed"],
+                   help="also build the head in this layout and time it alternately with the first (compare_*)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     import onnx
@@ -133,13 +135,24 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
            "build_s": head.build_seconds, "first_run_ms": first, "generic_first_run_ms": generic_first,
            "cuda_graph": head.graph_session is not None,
            "check_link_down_policy": check(arrays, g, {k: v[0] for k, v in n.items()})}
+    other = None
+    if a.compare_layout:
+        other = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.compare_layout)
+        o = other.run(tms[1][None], up[None], policy[None])
+        row.update(compare_layout=other.tables.layout, compare_build_s=other.build_seconds,
+                   compare_tables_mb=other.tables.nbytes / 1e6,
+                   compare_check_link_down_policy=check(arrays, g, {k: v[0] for k, v in o.items()}))
     runs = a.runs if paths.path_links.size < 20e6 else max(3, a.runs // 4)
-    old, new = [], []
-    for _ in range(runs):  # alternate: load on a shared machine hits both alike
+    old, new, cmp = [], [], []
+    for _ in range(runs):  # alternate: load on a shared machine hits all alike
         old += timed(lambda: generic(d1[0], u1[0], p1[0]), 1)
         new += timed(lambda: head.run(d1, u1, p1), 1)
+        if other is not None:
+            cmp += timed(lambda: other.run(d1, u1, p1), 1)
     row.update(generic_ms=statistics.median(old), specialised_ms=statistics.median(new),
                generic_p99_ms=float(np.percentile(old, 99)), specialised_p99_ms=float(np.percentile(new, 99)))
+    if other is not None:
+        row["compare_ms"] = statistics.median(cmp)
     if head.graph_session is not None:
         gs, head.graph_session = head.graph_session, None
         row["specialised_no_cuda_graph_ms"] = statistics.median(timed(lambda: head.run(d1, u1, p1), runs))
@@ -148,8 +161,15 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
         if b * head.tables.num_pairs * head.tables.k > (1 << 23):
             continue
         db, ub, pb = (np.repeat(x, b, axis=0) for x in (d1, u1, p1))
-        head.run(db, ub, pb)
-        row[f"batch{b}_ms_per_tm"] = statistics.median(timed(lambda: head.run(db, ub, pb), max(3, runs // 2))) / b
+        heads = {f"batch{b}_ms_per_tm": head, f"compare_batch{b}_ms_per_tm": other}
+        heads = {key: h for key, h in heads.items() if h is not None}
+        times: dict[str, list[float]] = {key: [] for key in heads}
+        for h in heads.values():
+            h.run(db, ub, pb)
+        for _ in range(max(3, runs // 2)):  # alternate, as above
+            for key, h in heads.items():
+                times[key] += timed(lambda: h.run(db, ub, pb), 1)
+        row.update({key: statistics.median(ts) / b for key, ts in times.items()})
     row["load_average"] = os.getloadavg()
     return row
 

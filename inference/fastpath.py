@@ -1,9 +1,12 @@
 """The service's fast path: per-topology specialised heads, with concurrent same-topology Routes batched.
 
-``FastPath.prepare`` runs at RegisterTopology (and on the first Route after a model reload) and
-builds the topology's head (topology_head.py) for the served model; ``FastPath.route`` runs one
-request through the topology's batcher, or returns None when the model cannot be specialised (any
-graph that is not the padded TE head) so the caller uses the generic graph.
+``FastPath.register`` runs at RegisterTopology: it records which graph serves the topology now and
+queues the build of its specialised head (head_builds.py: one build at a time, in the background),
+so registration returns at once. Until the head is built, ``FastPath.route`` returns None and the
+caller runs the generic graph; afterwards ``route`` runs the request through the topology's batcher.
+A model reload queues the builds for the new model on each topology's next Route. A build that fails
+is logged and the generic graph keeps serving that topology; a build whose topology or model was
+replaced in the meantime is stopped or dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -27,6 +31,16 @@ MAX_BATCH_SLOTS = 1 << 23
 RUN_STARTED = "run_started"
 
 
+@dataclass(frozen=True)
+class HeadState:
+    """Which graph serves one registered topology (for metrics and GetModelInfo)."""
+
+    provider: str  # the head's provider ("cpu", "cuda"), or the model's for the generic graph
+    layout: str  # "dense" or "csr"; "generic" while the generic graph serves
+    build_seconds: float  # 0 for the generic graph
+    building: bool  # a specialised build is queued or running
+
+
 @dataclass(eq=False)
 class FastPath:
     slots: threading.BoundedSemaphore  # the service's model-run slots
@@ -35,44 +49,82 @@ class FastPath:
     window_seconds: float = 0.0
     threads: int = 0
     cuda_graph: bool = True
+    #: (model, topology arrays, topology id) -> whether the pair is still served/registered; default: always.
+    is_current: Callable[[object, object, str], bool] = lambda model, topo, topology_id: True
+    max_pending_builds: int = 64
     cache: object | None = field(init=False)  # topology_head.HeadCache; None: generic graph only
+    builds: object | None = field(init=False)  # head_builds.BuildQueue
     batcher: Batcher = field(init=False)
     _failed: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(window_seconds=self.window_seconds)
+        self.builds = None
         try:
+            from .head_builds import BuildQueue
             from .topology_head import HeadCache
         except ImportError as exc:  # e.g. the onnx package missing: the generic graph still serves
             log.warning("per-topology graphs are off (%s); serving the generic graph", exc)
             self.cache = None
         else:
             self.cache = HeadCache(threads=self.threads, cuda_graph=self.cuda_graph)
+            self.builds = BuildQueue(self.cache.build, self.is_current, self._finish,
+                                     max_pending=self.max_pending_builds)
 
-    def prepare(self, model, topo, topology_id: str = ""):
-        """The topology's head (topology_head.TopologyHead) for ``model``, built now if needed; None: serve
-        the generic graph."""
+    def register(self, model, topo, topology_id: str):
+        """At RegisterTopology: the head serving ``topo`` now (None: the generic graph), its build queued."""
+        if self.cache is None:
+            if self.metrics is not None:
+                self.metrics.set_topology_head(topology_id, None, model)
+            return None
+        with self.builds.commit_lock:  # a finishing build cannot interleave with this registration's state
+            head = self.cache.get(model, topo)
+            if self.metrics is not None:
+                self.metrics.set_topology_head(topology_id, head, model)
+            if head is None and topo not in self._failed.get(model, ()):
+                self.builds.submit(model, topo, topology_id)
+        return head
+
+    def head(self, model, topo, topology_id: str = ""):
+        """The built head of ``topo`` for ``model``, or None (a build is queued if none was tried)."""
         if self.cache is None:
             return None
         head = self.cache.get(model, topo)
-        if head is not None or topo in self._failed.get(model, ()):
-            return head
-        try:
-            head = self.cache.prepare(model, topo)
-        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: the generic graph still serves
-            log.warning("topology %s: no specialised head (%s: %s); serving the generic graph",
-                        topology_id or topo.content_hash, type(exc).__name__, exc)
-            head = None
-        if head is None:
-            self._failed.setdefault(model, weakref.WeakSet()).add(topo)
-        elif self.metrics is not None:
-            self.metrics.set_topology_head(topology_id or topo.content_hash, head)
+        if head is None and topo not in self._failed.get(model, ()) and not self.builds.busy(model, topo):
+            self.register(model, topo, topology_id or topo.content_hash)
         return head
+
+    def state(self, model, topo) -> HeadState:
+        head = self.cache.get(model, topo) if self.cache is not None else None
+        if head is not None:
+            return HeadState(head.provider, head.tables.layout, head.build_seconds, False)
+        building = self.builds is not None and self.builds.busy(model, topo)
+        return HeadState(model.provider, "generic", 0.0, building)
+
+    def wait_builds(self, timeout: float | None = None) -> bool:
+        """Wait until no build is queued or running (tests, benchmarks); False on timeout."""
+        return self.builds.wait_idle(timeout) if self.builds is not None else True
+
+    def close(self, wait_seconds: float = 0.0) -> None:
+        """Stop building heads; wait up to ``wait_seconds`` for a build in progress to stop."""
+        if self.builds is not None and not self.builds.close(wait_seconds):
+            log.warning("a specialised build was still running after %.0f s at shutdown", wait_seconds)
+
+    def _finish(self, model, topo, topology_id: str, result) -> None:  # under builds.commit_lock
+        if isinstance(result, BaseException) or result is None:
+            if isinstance(result, BaseException):
+                log.warning("topology %s: no specialised head (%s: %s); serving the generic graph",
+                            topology_id, type(result).__name__, result)
+            self._failed.setdefault(model, weakref.WeakSet()).add(topo)
+            return
+        self.cache.put(model, topo, result)
+        if self.metrics is not None:
+            self.metrics.set_topology_head(topology_id, result, model)
 
     def route(self, model, reg, demand: np.ndarray, link_up: np.ndarray, policy: np.ndarray,
               timeout: float | None, run_options=None) -> dict[str, np.ndarray] | None:
         """One request's outputs; ``run_options`` stops the run when the request is alone in its batch."""
-        head = self.prepare(model, reg.arrays, reg.topology_id)
+        head = self.head(model, reg.arrays, reg.topology_id)
         if head is None:
             return None
         t = head.tables

@@ -3,6 +3,7 @@ live in one process, as in the tests)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +16,7 @@ LATENCY_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.
 @dataclass(eq=False)
 class ServiceMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _head_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -34,8 +36,8 @@ class ServiceMetrics:
                                         "Time the current model took to load", registry=r)
         self.topologies = Gauge("tellm_inference_topologies", "Topologies registered", registry=r)
         self.topology_head = Gauge("tellm_inference_topology_head_info",
-                                   "Graph serving a registered topology: provider and layout (generic, dense or "
-                                   "csr; value 1)",
+                                   "Graph serving a registered topology: provider and layout (generic, dense, csr or "
+                                   "bucketed; value 1)",
                                    ["topology", "provider", "layout"], registry=r)
         self.topology_head_build_seconds = Gauge("tellm_inference_topology_head_build_seconds",
                                                  "Time the topology's specialised head took to build (0: generic graph)",
@@ -49,14 +51,15 @@ class ServiceMetrics:
 
     def set_topology_head(self, topology: str, head, model=None) -> None:
         """``head`` None: the generic graph of ``model`` serves the topology (nothing was built)."""
-        for labels in [m for m in self.topology_head._metrics if m[0] == topology]:
-            self.topology_head.remove(*labels)
         if head is None:
             provider, layout, build_seconds = (model.provider if model is not None else "unknown"), "generic", 0.0
         else:
             provider, layout, build_seconds = head.provider, head.tables.layout, head.build_seconds
-        self.topology_head.labels(topology=topology, provider=provider, layout=layout).set(1)
-        self.topology_head_build_seconds.labels(topology=topology).set(build_seconds)
+        with self._head_lock:  # registrations and background builds both report here
+            for labels in [m for m in self.topology_head._metrics if m[0] == topology]:
+                self.topology_head.remove(*labels)
+            self.topology_head.labels(topology=topology, provider=provider, layout=layout).set(1)
+            self.topology_head_build_seconds.labels(topology=topology).set(build_seconds)
 
     def set_model(self, model) -> None:
         self.model_info.clear()

@@ -16,6 +16,7 @@ a layout built for speed on ONNX Runtime (CPU and CUDA):
 - **No control flow.** No ``If``/``Loop`` nodes; the layout (K, H, slots) is derived once per run
   from the contract's CSR inputs, which must list each pair's paths and each path's links
   contiguously (``features.incidence_arrays`` and the service's registration both do).
+- The refinement rounds are written once for this and the per-topology graph (head_rounds.py).
 - The MLPs run on [P, K, features] with MatMul; GELU is written as its erf form, which ONNX
   Runtime fuses.
 
@@ -24,22 +25,16 @@ Inputs and outputs are the contract's (``features.INPUT_NAMES``/``OUTPUT_NAMES``
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from tellm.contract.vocabulary import INPUT_NAMES, OUTPUT_NAMES
 
-BIG = 1.0e4  # logit penalty of paths over a down link (as in the PyTorch model)
-SURGE_Q = 4.0
-TINY = 1.0e-30
-PAD = 1.0e30  # moves empty candidate slots out of every min/max/softmax
-SPREAD = 16  # bins per link for the path -> link scatter (atomic contention on the GPU)
-OPSET = 18
-
+from .graph_builder import BIG, OPSET, PAD, SPREAD, TINY, GraphBuilder
+from .head_rounds import Layout, RoundInputs, RoundWeights, emit_round, softmax
 
 @dataclass
 class HeadWeights:
@@ -68,71 +63,6 @@ class HeadWeights:
                    rounds, float(model.cfg.beta))
 
 
-@dataclass
-class _Builder:
-    nodes: list = field(default_factory=list)
-    inits: list = field(default_factory=list)
-    _consts: dict = field(default_factory=dict)
-    _n: int = 0
-
-    def name(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}_{self._n}"
-
-    def const(self, value, dtype=np.float32) -> str:
-        arr = np.asarray(value, dtype=dtype)
-        key = (arr.dtype.str, arr.shape, arr.tobytes())
-        if key not in self._consts:
-            nm = self.name("c")
-            self.inits.append(numpy_helper.from_array(arr, nm))
-            self._consts[key] = nm
-        return self._consts[key]
-
-    def weight(self, arr: np.ndarray, hint: str) -> str:
-        nm = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), nm))
-        return nm
-
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
-        o = out or self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [o], **attrs))
-        return o
-
-    def split(self, x: str, n: int, axis: int = 0) -> list[str]:
-        outs = [self.name("split") for _ in range(n)]
-        self.nodes.append(helper.make_node("Split", [x], outs, axis=axis, num_outputs=n))
-        return outs
-
-    # shorthands
-    def add(self, a, b): return self.op("Add", a, b)
-    def sub(self, a, b): return self.op("Sub", a, b)
-    def mul(self, a, b): return self.op("Mul", a, b)
-    def div(self, a, b): return self.op("Div", a, b)
-    def maxc(self, a, v): return self.op("Max", a, self.const(v))
-    def minc(self, a, v): return self.op("Min", a, self.const(v))
-    def cast(self, a, to): return self.op("Cast", a, to=to)
-
-    def reduce(self, kind: str, x: str, axis: int, keep: int = 0) -> str:
-        return self.op(f"Reduce{kind}", x, self.const([axis], np.int64), keepdims=keep)
-
-    def unsq(self, x: str, axis: int) -> str:
-        return self.op("Unsqueeze", x, self.const([axis], np.int64))
-
-    def row(self, x: str, i: int) -> str:  # x[i] of a stacked tensor
-        return self.op("Gather", x, self.const(i, np.int64), axis=0)
-
-    def stack(self, xs: list[str], axis: int) -> str:
-        return self.op("Concat", *[self.unsq(x, axis) for x in xs], axis=axis)
-
-    def gelu(self, x: str) -> str:  # exact GELU in the erf form ONNX Runtime fuses into one kernel
-        erf = self.op("Erf", self.div(x, self.const(math.sqrt(2.0))))
-        return self.mul(self.mul(x, self.add(erf, self.const(1.0))), self.const(0.5))
-
-    def dense(self, x: str, w: str, b: str, act: bool) -> str:
-        y = self.add(self.op("MatMul", x, w), b)
-        return self.gelu(y) if act else y
-
-
 # Column layout of the trained MLPs' first layer (model.TEHead): 8 static then 11 dynamic features.
 # Per-instance constants (the policy knobs, the round fraction) and the fixed feature scalings are
 # folded into the weights here, so the graph only computes the per-path columns.
@@ -144,7 +74,7 @@ _TFRAC_COL = 16
 
 
 def build_graph(w: HeadWeights) -> onnx.ModelProto:
-    b = _Builder()
+    b = GraphBuilder()
     f32, i64, i32 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32
     demand, cap_in, lat_in, link_up, path_pair, inc_path, inc_link, policy = INPUT_NAMES
 
@@ -267,43 +197,18 @@ def build_graph(w: HeadWeights) -> onnx.ModelProto:
     not_down = b.sub(b.const(1.0), path_down)
     down2 = b.add(b.mul(path_down, b.const(2.0)), pad_big)
 
-    def softmax(z):
-        zz = b.add(z, pad_neg)
-        e = b.op("Exp", b.sub(zz, pair("Max", zz)))
-        return b.div(e, pair("Sum", e))
-
+    lay = Layout(pair=pair, to_links=to_links, over_paths=over_paths, per_batch=lambda v: v, pad_neg=pad_neg)
+    ins = RoundInputs(static=static, d_path=d_path, d_rel=d_rel, hp_path=hp, hpd=hpd, up=up, up_cap=up_cap,
+                      inv_cap=inv_cap, inv_hops=inv_hops, lat_grad=lat_grad, not_down=not_down, down2=down2,
+                      beta=beta, neg_beta=neg_beta)
+    steps = [float(s) for s in w.mlp_step[:w.rounds]]  # each round's step size folded into the last layer
+    rw = RoundWeights(w0=w0, w1=w1n, b1=b1n, w2=[w2 * s for s in steps], b2=[b2 * s for s in steps],
+                      md10=[float(s) * 10.0 for s in w.md_step[:w.rounds]],
+                      bias=lambda t: b.op("Gather", round_bias, i64c(t), axis=0))
     for t in range(w.rounds):
-        split = softmax(z)
-        flow = b.mul(split, d_path)
-        f = b.mul(split, d_rel)
-        f3 = b.mul(b.mul(f, f), f)
-        loads, fq4, fq3 = to_links([flow, b.mul(f3, f), f3])
-        surge_rel = b.div(fq4, b.maxc(fq3, TINY))
-        eff = b.mul(b.add(loads, b.mul(hpd, surge_rel)), up_cap)
-        m = b.maxc(b.reduce("Max", eff, 1, keep=1), TINY)  # [1, 1]
-        ur = b.div(eff, m)
-        hot = b.mul(b.op("Exp", b.add(b.mul(ur, beta), neg_beta)), up)
-        w_cap = b.mul(b.div(hot, b.maxc(b.reduce("Sum", hot, 1, keep=1), TINY)), inv_cap)
-        top_l = b.op("Pow", b.maxc(surge_rel, 1.0e-12), b.const(1.0 - SURGE_Q))
-        s_price, s_ur, s_top = over_paths([w_cap, ur, b.mul(w_cap, top_l)], "Sum")
-        (bott,) = over_paths([ur], "Max")
-        surge_price = b.mul(b.mul(hp, f3), s_top)
-        price = b.add(s_price, surge_price)
-        lat_rel = b.minc(b.div(lat_grad, m), 10.0)
-        grad_rel = b.add(b.minc(b.div(b.mul(d_path, price), m), 10.0), lat_rel)
-        adv = b.sub(grad_rel, pair("Sum", b.mul(split, grad_rel)))
-        bott_min = pair("Min", b.add(bott, down2))
-        pmax = b.maxc(pair("Max", b.mul(price, not_down)), TINY)
-        feats = cat(static, adv, grad_rel, bott, b.sub(bott, bott_min), b.op("Exp", b.add(b.mul(bott, beta), neg_beta)),
-                    b.mul(s_ur, inv_hops), split, b.minc(b.div(price, pmax), 2.0), lat_rel,
-                    b.div(surge_price, b.maxc(price, TINY)), axis=3)
-        x = b.dense(feats, w0, b.op("Gather", round_bias, i64c(t), axis=0), True)
-        x = b.dense(x, w1n, b1n, True)
-        step = float(w.mlp_step[t])  # the round's step size folded into the last layer
-        corr = b.dense(x, b.weight(w2 * step, "ref_w2"), b.weight(b2 * step, "ref_b2"), False)
-        z = b.sub(b.add(z, corr), b.mul(adv, b.const(float(w.md_step[t]) * 10.0)))
+        z = emit_round(b, lay, ins, rw, t, z)
 
-    split = softmax(z)
+    split = softmax(b, lay, z)
     (loads,) = to_links([b.mul(split, d_path)])
     loads_l = b.op("Reshape", b.op("Slice", loads, i64c(0), n_links, i64c(1)), i64c(-1))
     b.op("Identity", loads_l, out="link_load_bps")

@@ -37,6 +37,9 @@ from .topologies import DEFAULT_MAX_TOPOLOGY_BYTES, TopologyStore
 
 log = logging.getLogger("tellm.inference.server")
 
+#: How long shutdown waits for a specialised build in progress (it stops at its next phase).
+BUILD_STOP_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class HostedService:
@@ -90,10 +93,13 @@ class InferenceServer:
         self._grpc: grpc.Server | None = None
         self._metrics_http = None
         self._stopped = threading.Event()
+        self.servicer: TrafficEngineeringServicer | None = None
 
     def _model_changed(self, model: LoadedModel) -> None:
         self.metrics.set_model(model)
         self.metrics.model_reloads.labels(result="success").inc()
+        if self.servicer is not None:
+            self.servicer.model_changed(model)
         log.warning("model version %s on %s (%s)", model.version, model.provider, model.path)
 
     def _reload_failed(self, reason: str) -> None:
@@ -120,10 +126,10 @@ class InferenceServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rpc"),
                              options=options, maximum_concurrent_rpcs=None,
                              interceptors=cfg.security.interceptors(self.audit))
-        pb_grpc.add_TrafficEngineeringServiceServicer_to_server(
-            TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
-                                       policy_lookup=self.policy_lookup, audit=self.audit,
-                                       fast_path=self._fast_path_options()), server)
+        self.servicer = TrafficEngineeringServicer(self.models, self.topologies, self.metrics, cfg.max_parallel_runs,
+                                                   policy_lookup=self.policy_lookup, audit=self.audit,
+                                                   fast_path=self._fast_path_options())
+        pb_grpc.add_TrafficEngineeringServiceServicer_to_server(self.servicer, server)
         for service in self.services:
             service.add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -161,6 +167,8 @@ class InferenceServer:
         self.health.enter_graceful_shutdown()  # every service NOT_SERVING from now on
         if self._grpc is not None:
             self._grpc.stop(grace).wait()
+        if self.servicer is not None:  # a build inside ONNX Runtime must end before the process does
+            self.servicer.close(wait_seconds=BUILD_STOP_SECONDS)
         self.models.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

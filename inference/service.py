@@ -79,7 +79,7 @@ def out_of_time(context) -> bool:
     return not context.is_active() or (context.time_remaining() or 1.0) <= 0
 
 
-def model_info_message(model: LoadedModel) -> pb.ModelInfo:
+def model_info_message(model: LoadedModel, graphs: list[pb.TopologyGraph] = ()) -> pb.ModelInfo:
     def spec(t):
         return pb.TensorSpec(name=t.name, type=t.type, shape=list(t.shape))
 
@@ -88,7 +88,7 @@ def model_info_message(model: LoadedModel) -> pb.ModelInfo:
                         loaded_at_unix_seconds=model.loaded_at_unix_seconds, policy_dim=model.policy_dim,
                         policy_names=sorted(model.policies), card_json=model.card_json,
                         inputs=[spec(t) for t in model.inputs], outputs=[spec(t) for t in model.outputs],
-                        load_count=model.load_count)
+                        load_count=model.load_count, topology_graphs=graphs)
 
 
 class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
@@ -105,7 +105,25 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         # (each run already uses every core); waiting for a slot still honours the deadline.
         self.run_slots = threading.BoundedSemaphore(max_parallel_runs)
         # Per-topology specialised heads with same-topology batching (fastpath.py); None: generic graph only.
-        self.fast = FastPath(self.run_slots, metrics, **fast_path) if fast_path is not None else None
+        self.fast = (FastPath(self.run_slots, metrics, is_current=self._serves, **fast_path)
+                     if fast_path is not None else None)
+
+    def _serves(self, model, topo, topology_id: str) -> bool:
+        """``model`` is the one served and ``topology_id`` is registered with the arrays ``topo``."""
+        return model is self.models.current and self.topologies.peek(topology_id) is topo
+
+    def model_changed(self, model: LoadedModel) -> None:
+        """A new model serves: the generic graph serves every topology until its specialised head is built."""
+        for reg in self.topologies.registered():
+            if self.fast is not None:
+                self.fast.register(model, reg.arrays, reg.topology_id)
+            else:
+                self.metrics.set_topology_head(reg.topology_id, None, model)
+
+    def close(self, wait_seconds: float = 0.0) -> None:
+        """Stop background work (specialised builds), waiting up to ``wait_seconds`` for a running build."""
+        if self.fast is not None:
+            self.fast.close(wait_seconds)
 
     # ---------------------------------------------------------------- RegisterTopology
     @_rpc("RegisterTopology")
@@ -130,8 +148,9 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         reg, changed = self.topologies.register(topology_id, arrays)
         self.metrics.topologies.set(len(self.topologies))
         model = self.models.current
-        head = self.fast.prepare(model, reg.arrays, topology_id) if self.fast is not None and model else None
-        if head is None and model is not None:
+        if self.fast is not None and model is not None:  # queues the specialised build; returns at once
+            self.fast.register(model, reg.arrays, topology_id)
+        elif model is not None:
             self.metrics.set_topology_head(topology_id, None, model)  # the generic graph serves it
         if changed:
             log.info("registered topology %r version %d: %d nodes, %d links, %d pairs, %d paths",
@@ -300,11 +319,24 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
                                      "serving)") from exc
         self.audit.record(context, "ReloadModel", what, f"ok: version {model.version}"
                                                         f"{' (changed)' if changed else ' (unchanged)'}")
-        return pb.ReloadModelResponse(model=model_info_message(model), changed=changed)
+        return pb.ReloadModelResponse(model=model_info_message(model, self._graphs(model)), changed=changed)
 
     @_rpc("GetModelInfo")
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context) -> pb.GetModelInfoResponse:
         model = self.models.current
         if model is None:
             raise Unavailable("no model is loaded")
-        return pb.GetModelInfoResponse(model=model_info_message(model))
+        return pb.GetModelInfoResponse(model=model_info_message(model, self._graphs(model)))
+
+    def _graphs(self, model: LoadedModel) -> list[pb.TopologyGraph]:
+        """Which graph serves each registered topology."""
+        out = []
+        for reg in self.topologies.registered():
+            if self.fast is not None:
+                st = self.fast.state(model, reg.arrays)
+                provider, layout, seconds, building = st.provider, st.layout, st.build_seconds, st.building
+            else:
+                provider, layout, seconds, building = model.provider, "generic", 0.0, False
+            out.append(pb.TopologyGraph(topology_id=reg.topology_id, topology_version=reg.version, provider=provider,
+                                        layout=layout, build_seconds=seconds, building=building))
+        return out

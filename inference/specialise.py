@@ -3,7 +3,7 @@
 The generic graph (padded_graph.py, the shipped file) derives the padded layout from the incidence
 inputs on every run and scatters path values into links with float atomics. Here the same function,
 with the same weights (read back from the generic graph, ``FoldedWeights.from_onnx``), is written for
-one topology:
+one topology (the round math itself is shared with the generic graph: head_rounds.py):
 
 - **Layout once, in numpy.** Each candidate's slot in the pair-major [P, K] grid, the padded [H, P, K]
   table of each path's links, the per-path constants (hops, latency, bottleneck capacity, empty-slot
@@ -23,17 +23,16 @@ one topology:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .padded_graph import BIG, OPSET, PAD, SURGE_Q, TINY, _Builder
+from .graph_builder import BIG, OPSET, TINY, GraphBuilder
+from .head_rounds import Layout, RoundInputs, RoundWeights, emit_round, softmax
+from .specialise_tables import Tables
 
-#: Largest P*K*(L+1) incidence held dense (floats); above it the link-sorted layout is used.
-DENSE_LIMIT = 1 << 22
 DYNAMIC_INPUTS = ("demand_bps", "link_up", "policy")
 OUTPUTS = ("split", "link_load_bps", "mlu")
 
@@ -101,115 +100,9 @@ class FoldedWeights:
                    md10=np.asarray(md10, dtype=np.float32), beta=beta.pop())
 
 
-@dataclass(frozen=True)
-class Tables:
-    """One topology's layout, as arrays the specialised graph takes once (bound inputs ``t_*``)."""
-
-    layout: str  # "dense" or "csr"
-    num_pairs: int
-    num_links: int
-    num_paths: int
-    k: int
-    h: int
-    arrays: dict[str, np.ndarray]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
-
-
-def _segment_rows(counts: np.ndarray, width: int) -> np.ndarray:
-    return np.maximum(1, -(-counts // width))
-
-
-def _choose_width(counts: np.ndarray) -> int:
-    """Row width W of the link-sorted gather: least padded work (rows x W + links x rows-per-link)."""
-    top = max(int(counts.max()), 1)
-    cands = sorted({top} | {1 << e for e in range(4, int(math.log2(top)) + 1)})
-    n_links = counts.shape[0] + 1
-
-    def cost(w):
-        rows = _segment_rows(counts, w)
-        return int(rows.sum()) * w + (n_links * int(rows.max()) if rows.max() > 1 else 0)
-
-    return min(cands, key=cost)
-
-
-def build_tables(capacity_bps, latency_seconds, path_pair, inc_path, inc_link, num_pairs: int,
-                 layout: str = "auto") -> Tables:
-    """The layout of one topology (CSR incidence: each pair's paths and each path's links contiguous)."""
-    cap = np.asarray(capacity_bps, dtype=np.float32)
-    lat = np.asarray(latency_seconds, dtype=np.float32)
-    path_pair, inc_path, inc_link = (np.asarray(a, dtype=np.int64) for a in (path_pair, inc_path, inc_link))
-    n_links, n_paths, n_pairs = cap.shape[0], path_pair.shape[0], int(num_pairs)
-    cnt_pair = np.bincount(path_pair, minlength=n_pairs)
-    k = int(cnt_pair.max())
-    first_path = np.cumsum(cnt_pair) - cnt_pair
-    slot = path_pair * k + (np.arange(n_paths) - first_path[path_pair])
-    hops_cnt = np.bincount(inc_path, minlength=n_paths)
-    h = int(hops_cnt.max())
-    first_ent = np.cumsum(hops_cnt) - hops_cnt
-    ent_slot = slot[inc_path]
-    pk = n_pairs * k
-    pad = np.full((pk, h), n_links, dtype=np.int32)
-    pad[ent_slot, np.arange(inc_path.shape[0]) - first_ent[inc_path]] = inc_link
-    valid = np.zeros(pk, dtype=bool)
-    valid[slot] = True
-
-    def ext(x, v):
-        return np.concatenate([x.astype(np.float32), np.float32([v])])
-
-    real = ext(np.ones(n_links), 0.0)
-    lat_e = ext(np.maximum(lat, 0.0) + np.float32(1e-6), 0.0)
-    neg_cap = ext(cap / (cap.max() * np.float32(-1.0)), -1.0)
-    hops = real[pad].sum(axis=1, dtype=np.float32)
-    path_lat = lat_e[pad].sum(axis=1, dtype=np.float32)
-    bott_cap = -neg_cap[pad].max(axis=1)
-    pad_big = np.where(valid, 0.0, PAD).astype(np.float32)
-    pair_min_lat = (path_lat + pad_big).reshape(n_pairs, k).min(axis=1)
-
-    def per_path(x):
-        return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(1, n_pairs, k, 1))
-
-    arrays = {
-        "t_pad": np.ascontiguousarray(pad.T.reshape(h, n_pairs, k)),
-        "t_slot": slot.astype(np.int32),
-        "t_link": np.stack([np.float32(1.0) / ext(cap, 1.0), real]),  # [2, L+1]: 1 / capacity, real link
-        "t_hops": per_path(hops), "t_path_lat": per_path(path_lat), "t_bott_cap": per_path(bott_cap),
-        "t_pad_big": per_path(pad_big),
-        "t_pair": np.stack([np.log(cnt_pair.astype(np.float32)), pair_min_lat]).reshape(2, 1, n_pairs, 1, 1)
-                    .astype(np.float32),
-    }
-    if layout == "auto":
-        layout = "dense" if pk * (n_links + 1) <= DENSE_LIMIT else "csr"
-    if layout == "dense":
-        inc = np.zeros((pk, n_links + 1), dtype=np.float32)
-        np.add.at(inc, (ent_slot, inc_link), 1.0)
-        arrays["t_inc"] = inc
-    else:
-        counts = np.bincount(inc_link, minlength=n_links)
-        w = _choose_width(counts)
-        rows = _segment_rows(counts, w)
-        row_start = np.cumsum(rows) - rows
-        order = np.argsort(inc_link, kind="stable")
-        sorted_link = inc_link[order]
-        link_first = np.cumsum(counts) - counts
-        rank = np.arange(order.shape[0]) - link_first[sorted_link]
-        idx1 = np.full((int(rows.sum()), w), pk, dtype=np.int32)  # pk: a zero column appended at run time
-        idx1[row_start[sorted_link] + rank // w, rank % w] = ent_slot[order]
-        arrays["t_idx1"] = idx1
-        m2 = int(rows.max())
-        if m2 > 1:
-            idx2 = np.full((n_links + 1, m2), idx1.shape[0], dtype=np.int32)
-            lk = np.repeat(np.arange(n_links), rows)
-            idx2[lk, np.arange(lk.shape[0]) - row_start[lk]] = np.arange(lk.shape[0])
-            arrays["t_idx2"] = idx2
-    return Tables(layout, n_pairs, n_links, n_paths, k, h, arrays)
-
-
 def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     """The head for one topology: inputs DYNAMIC_INPUTS + the tables' ``t_*``, outputs OUTPUTS."""
-    b = _Builder()
+    b = GraphBuilder()
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     P, K, H, L, Np = t.num_pairs, t.k, t.h, t.num_links, t.num_paths
 
@@ -231,11 +124,20 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     def pair(kind, x):  # [B, P, K, 1] -> [B, P, 1, 1] over each pair's candidates
         return vari(kind, split(x, K, 2))
 
+    buckets = sorted((n for n in t.arrays if n.startswith("t_bucket")), key=lambda n: int(n[8:]))
+
+    def rows_of(x):  # [A, X] <-> [X, A]
+        return b.op("Transpose", x, perm=[1, 0])
+
     def over_paths(rows, kind):  # per-link [B, L+1] rows -> [B, P, K, 1] each (Sum or Max over the path)
         c = len(rows)
         stacked = cat(*rows)  # [C*B, L+1]
         if kind == "Sum" and t.layout == "dense":
             r = b.op("Gemm", stacked, "t_inc", transB=1)  # [C*B, P*K]
+        elif t.layout == "bucketed":
+            table = rows_of(stacked)  # [L+1, C*B]: one row per link
+            parts = [b.reduce(kind, b.op("Gather", table, nm, axis=0), 0) for nm in buckets]  # [n, C*B] each
+            r = rows_of(b.op("Gather", cat(*parts), "t_perm", axis=0))  # slot order, [C*B, P*K]
         else:
             g = b.op("Gather", stacked, "t_pad", axis=1)  # [C*B, H, P, K]
             r = vari(kind, split(g, H, 1))
@@ -246,6 +148,12 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
         flat = reshape(cat(*cols), -1, P * K)  # [C*B, P*K]
         if t.layout == "dense":
             sums = b.op("MatMul", flat, "t_inc")
+        elif t.layout == "bucketed":
+            table = b.op("Pad", rows_of(flat), i64c(0, 0, 1, 0))  # [P*K+1, C*B]; row P*K reads 0
+            s1 = b.op("Pad", b.reduce("Sum", b.op("Gather", table, "t_idx1", axis=0), 0), i64c(0, 0, 1, 0))
+            if "t_idx2" in t.arrays:  # [R+1, C*B] -> [L+1, C*B]
+                s1 = b.reduce("Sum", b.op("Gather", s1, "t_idx2", axis=0), 0)
+            sums = rows_of(s1)
         else:
             padded = b.op("Pad", flat, i64c(0, 0, 0, 1))  # slot P*K reads 0
             s1 = b.reduce("Sum", b.op("Gather", padded, "t_idx1", axis=1), 2)  # [C*B, R]
@@ -313,42 +221,16 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     not_down = b.sub(b.const(1.0), path_down)
     down2 = b.add(b.mul(path_down, b.const(2.0)), pad_big)
 
-    def softmax(z):
-        zz = b.add(z, pad_neg)
-        e = b.op("Exp", b.sub(zz, pair("Max", zz)))
-        return b.div(e, pair("Sum", e))
-
+    lay = Layout(pair=pair, to_links=to_links, over_paths=over_paths, per_batch=per_batch, pad_neg=pad_neg)
+    ins = RoundInputs(static=static, d_path=d_path, d_rel=d_rel, hp_path=hp_p, hpd=hpd, up=up, up_cap=up_cap,
+                      inv_cap=inv_cap, inv_hops=inv_hops, lat_grad=lat_grad, not_down=not_down, down2=down2,
+                      beta=beta, neg_beta=neg_beta)
+    rounds = RoundWeights(w0=w0, w1=w1n, b1=b1n, w2=w.w2, b2=w.b2, md10=[float(v) for v in w.md10],
+                          bias=lambda r: b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")))
     for r in range(w.rounds):
-        sp = softmax(z)
-        f = b.mul(sp, d_rel)
-        f3 = b.mul(b.mul(f, f), f)
-        loads, fq4, fq3 = to_links([b.mul(sp, d_path), b.mul(f3, f), f3])
-        surge_rel = b.div(fq4, b.maxc(fq3, TINY))
-        eff = b.mul(b.add(loads, b.mul(hpd, surge_rel)), up_cap)
-        m = b.maxc(b.reduce("Max", eff, 1, keep=1), TINY)  # [B, 1]
-        m_p = per_batch(m)
-        ur = b.div(eff, m)
-        hot = b.mul(b.op("Exp", b.add(b.mul(ur, beta), neg_beta)), up)
-        w_cap = b.mul(b.div(hot, b.maxc(b.reduce("Sum", hot, 1, keep=1), TINY)), inv_cap)
-        top_l = b.op("Pow", b.maxc(surge_rel, 1.0e-12), b.const(1.0 - SURGE_Q))
-        s_price, s_ur, s_top = over_paths([w_cap, ur, b.mul(w_cap, top_l)], "Sum")
-        (bott,) = over_paths([ur], "Max")
-        surge_price = b.mul(b.mul(hp_p, f3), s_top)
-        price = b.add(s_price, surge_price)
-        lat_rel = b.minc(b.div(lat_grad, m_p), 10.0)
-        grad_rel = b.add(b.minc(b.div(b.mul(d_path, price), m_p), 10.0), lat_rel)
-        adv = b.sub(grad_rel, pair("Sum", b.mul(sp, grad_rel)))
-        bott_min = pair("Min", b.add(bott, down2))
-        pmax = b.maxc(pair("Max", b.mul(price, not_down)), TINY)
-        feats = cat(static, adv, grad_rel, bott, b.sub(bott, bott_min), b.op("Exp", b.add(b.mul(bott, beta), neg_beta)),
-                    b.mul(s_ur, inv_hops), sp, b.minc(b.div(price, pmax), 2.0), lat_rel,
-                    b.div(surge_price, b.maxc(price, TINY)), axis=3)
-        x = b.dense(feats, w0, b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")), True)
-        x = b.dense(x, w1n, b1n, True)
-        corr = b.dense(x, b.weight(w.w2[r], "ref_w2"), b.weight(w.b2[r], "ref_b2"), False)
-        z = b.sub(b.add(z, corr), b.mul(adv, b.const(float(w.md10[r]))))
+        z = emit_round(b, lay, ins, rounds, r, z)
 
-    sp = softmax(z)
+    sp = softmax(b, lay, z)
     (loads,) = to_links([b.mul(sp, d_path)])
     b.op("Slice", loads, i64c(0), i64c(L), i64c(1), out="link_load_bps")
     b.op("ReduceMax", b.mul(loads, up_cap), i64c(1), keepdims=0, out="mlu")

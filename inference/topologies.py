@@ -269,6 +269,17 @@ class TopologyStore:
                                      f"version is {reg.version}; re-register or use the current version")
         return reg
 
+    def peek(self, topology_id: str) -> TopologyArrays | None:
+        """The arrays registered under ``topology_id`` (None: not registered), without counting a use."""
+        with self._lock:
+            reg = self._items.get(topology_id)
+        return reg.arrays if reg is not None else None
+
+    def registered(self) -> list[RegisteredTopology]:
+        """Every registered topology, least recently used first."""
+        with self._lock:
+            return list(self._items.values())
+
     @property
     def nbytes(self) -> int:
         return self._bytes

@@ -6,9 +6,11 @@ as OrtValues on the session's device. On CUDA a batch of one replays a captured 
 (``enable_cuda_graph``, fixed device buffers bound through IOBinding); larger batches take a
 second session of the same graph without capture.
 
-``HeadCache`` builds heads at topology registration (``prepare``) for the model being served and
-chooses the provider per topology: on a CUDA server, small topologies are timed on both providers
-and keep the faster one.
+``HeadCache`` builds heads for the model being served (``build``, called off the request path by
+fastpath.py's background builder) and chooses the provider per topology: on a CUDA server, small
+topologies are timed on both providers and keep the faster one. A build checks between its phases
+whether it is still wanted (``check`` raises ``BuildCancelled``) so that a replaced or evicted
+topology stops its build early.
 """
 
 from __future__ import annotations
@@ -18,16 +20,26 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from .specialise import DYNAMIC_INPUTS, OUTPUTS, FoldedWeights, Tables, build_specialised, build_tables
+from .specialise import DYNAMIC_INPUTS, OUTPUTS, FoldedWeights, build_specialised
+from .specialise_tables import Tables, build_tables
 
 log = logging.getLogger("tellm.inference.topology_head")
 
 #: Topologies this small (P*K*(L+1), the dense incidence) are timed on the CPU too on a CUDA server.
 COMPARE_LIMIT = 1 << 22
 CUDA_GRAPH_BATCH = 1
+
+
+class BuildCancelled(Exception):
+    """The head being built is no longer wanted (its topology or model was replaced)."""
+
+
+def _no_check() -> None:
+    return None
 
 
 def cpu_session_options(threads: int):
@@ -60,13 +72,17 @@ class TopologyHead:
 
     @classmethod
     def build(cls, weights: FoldedWeights, topo, provider: str = "cpu", threads: int = 0,
-              cuda_graph: bool = True, layout: str = "auto") -> "TopologyHead":
+              cuda_graph: bool = True, layout: str = "auto",
+              check: Callable[[], None] = _no_check) -> "TopologyHead":
+        """``check`` runs between the build's phases and may raise (e.g. ``BuildCancelled``) to stop it."""
         import onnxruntime as ort
 
         t0 = time.perf_counter()
         tables = build_tables(topo.capacity_bps, topo.latency_seconds, topo.path_pair, topo.inc_path,
                               topo.inc_link, topo.num_pairs, layout)
+        check()
         data = build_specialised(weights, tables).SerializeToString()
+        check()
         if provider == "cuda":
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -76,6 +92,7 @@ class TopologyHead:
         else:
             session = ort.InferenceSession(data, cpu_session_options(threads), providers=["CPUExecutionProvider"])
             graph_session, values = None, dict(tables.arrays)
+        check()
         head = cls(tables, provider, 0.0, session, graph_session, values)
         for _ in range(2 if provider == "cuda" else 0):  # warm-up, then the CUDA graph's capture
             try:
@@ -143,7 +160,6 @@ class HeadCache:
     _weights: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     _heads: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _build_lock: threading.Lock = field(default_factory=threading.Lock)  # one build at a time, never twice
 
     def weights(self, model) -> FoldedWeights | None:
         """The served model's weights in specialisable form; None when the file is not a padded head."""
@@ -163,24 +179,25 @@ class HeadCache:
         per_model = self._heads.get(model)
         return per_model.get(topo) if per_model is not None else None
 
-    def prepare(self, model, topo) -> TopologyHead | None:
-        """Build (or return) the head of ``topo`` for ``model``; None when the model is not specialisable."""
-        with self._build_lock:
-            return self.get(model, topo) or self._build(model, topo)
+    def put(self, model, topo, head: TopologyHead) -> None:
+        with self._lock:
+            self._heads.setdefault(model, weakref.WeakKeyDictionary())[topo] = head
 
-    def _build(self, model, topo) -> TopologyHead | None:
+    def build(self, model, topo, check: Callable[[], None] = _no_check) -> TopologyHead | None:
+        """A head of ``topo`` for ``model`` (not yet served: ``put`` serves it); None when the model is not
+        specialisable. Raises what ``check`` raises, or the build's own failure."""
         w = self.weights(model)
         if w is None:
             return None
         candidates = []
         if model.device == "cuda":
-            candidates.append(TopologyHead.build(w, topo, "cuda", cuda_graph=self.cuda_graph))
+            candidates.append(TopologyHead.build(w, topo, "cuda", cuda_graph=self.cuda_graph, check=check))
         small = topo.num_pairs * (topo.num_links + 1) * max(1, int(np.bincount(topo.path_pair).max())) <= COMPARE_LIMIT
         if model.device == "cpu" or small:
-            candidates.append(TopologyHead.build(w, topo, "cpu", threads=self.threads))
+            check()
+            candidates.append(TopologyHead.build(w, topo, "cpu", threads=self.threads, check=check))
+        check()
         head = min(candidates, key=_time_one) if len(candidates) > 1 else candidates[0]
-        with self._lock:
-            self._heads.setdefault(model, weakref.WeakKeyDictionary())[topo] = head
         log.info("topology %s: specialised head on %s (%s layout, K=%d, H=%d, %.1f MB of tables) built in %.2f s",
                  topo.name or topo.content_hash, head.provider, head.tables.layout, head.tables.k, head.tables.h,
                  head.tables.nbytes / 1e6, sum(c.build_seconds for c in candidates))

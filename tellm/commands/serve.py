@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="onnxruntime intra-op threads per run (0 = onnxruntime's default: one per core)")
     p.add_argument("--no-specialise", dest="specialise", action="store_false",
                    help="serve every topology through the generic graph (default: a graph specialised to each "
-                        "registered topology, built at registration, with concurrent same-topology requests "
-                        "batched into one run)")
+                        "registered topology, built in the background after registration while the generic graph "
+                        "serves it, with concurrent same-topology requests batched into one run)")
     p.add_argument("--max-batch", type=int, default=32,
                    help="most Route requests of one topology served by one model run")
     p.add_argument("--batch-window", type=float, default=0.0, metavar="SECONDS",

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from tecore import compute_paths, load_topology
@@ -14,7 +15,8 @@ from tellm.inference.artifacts import DEFAULT_MODEL_PATH
 from tellm.inference.batcher import Batcher
 from tellm.contract.onnx_io import onnx_inputs
 from tellm.inference.session import load_model
-from tellm.inference.specialise import FoldedWeights
+from tellm.inference.specialise import FoldedWeights, build_specialised
+from tellm.inference.specialise_tables import _hop_buckets, build_tables
 from tellm.inference.topologies import build_topology
 from tellm.inference.topology_head import TopologyHead
 
@@ -43,7 +45,7 @@ def _cases(data_dir):
     return [(ring, paths_for(ring, k=3)), (abilene, compute_paths(abilene, k=4))]
 
 
-@pytest.mark.parametrize("layout", ["dense", "csr"])
+@pytest.mark.parametrize("layout", ["dense", "csr", "bucketed"])
 def test_specialised_equals_generic_with_a_link_down_and_a_policy(generic, weights, data_dir, layout):
     for topo, paths in _cases(data_dir):
         arrays = _register(topo, paths)
@@ -104,3 +106,28 @@ def test_batcher_passes_errors_to_every_caller_of_the_batch():
 
     with pytest.raises(ValueError, match="bad batch"):
         Batcher().submit("t", (1,), boom, max_batch=4)
+
+
+def test_hop_buckets_trade_padding_for_nodes():
+    counts = np.bincount([1] * 5 + [2] * 1000 + [3] * 1000 + [9] * 2)  # slots by hop count
+    assert _hop_buckets(counts, 0).tolist() == [1, 2, 3, 9]  # free buckets: no padding at all
+    assert _hop_buckets(counts, 10 ** 9).tolist() == [9]  # costly buckets: one, padded to 9 hops
+    assert _hop_buckets(counts, 100).tolist() == [2, 3, 9]  # the five 1-hop slots pad to 2 rather than pay a bucket
+
+
+def test_one_bucket_per_hop_count_computes_the_same(weights, data_dir):
+    for topo, paths in _cases(data_dir):
+        arrays = _register(topo, paths)
+        args = (arrays.capacity_bps, arrays.latency_seconds, arrays.path_pair, arrays.inc_path, arrays.inc_link,
+                arrays.num_pairs)
+        csr, split = build_tables(*args, layout="csr"), build_tables(*args, layout="bucketed", bucket_rows=0)
+        assert sum(n.startswith("t_bucket") for n in split.arrays) == len(np.unique(np.diff(paths.path_ptr))) > 1
+        d, up, pol = demands(paths, seed=3)[None], np.ones((1, topo.num_links), np.float32), np.float32([[0.2, 0.3, 0, 0]])
+        up[0, int(np.argmax(np.bincount(paths.path_links)))] = 0
+        outs = []
+        for t in (csr, split):
+            sess = ort.InferenceSession(build_specialised(weights, t).SerializeToString(),
+                                        providers=["CPUExecutionProvider"])
+            outs.append(sess.run(None, dict(t.arrays, demand_bps=d, link_up=up, policy=pol)))
+        for a, b in zip(*outs):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
