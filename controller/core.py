@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from .measure import MeasurementIngest
 from .metrics import Metrics
 from .netstate import Host, LinkState, NetworkEvents
 from .planner import Installed, Plan, plan_update
-from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights
+from .quantise import DEFAULT_TOTAL_WEIGHT, deadband_keep, drop_small_paths, quantise_weights, weights_to_split
 from .repair import PathRepair, carry_by_label
 from .rules import candidate_bound, switch_rules
 from .routers import Routing, RoutingInput
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 #: more than that in a switch's connection.
 DEFAULT_OF_WINDOW_MESSAGES = 4096
 DEFAULT_OF_MAX_MESSAGES_PER_SECOND = 50_000.0
+#: Churn control defaults (quantise.deadband_keep, quantise.drop_small_paths). A pair keeps its
+#: installed split while at most 5 % of its traffic would change path, and no path carries less than
+#: 3 % of a pair: a model's dense split, which moves a little every interval, then rewrites few groups.
+DEFAULT_WEIGHT_DEADBAND = 0.1
+DEFAULT_MIN_PATH_WEIGHT = 0.03
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ class ControllerConfig:
     ewma_alpha: float = 1.0  # weight of the newest TM measurement (1 = no smoothing)
     history: int = 60  # TM snapshots kept
     total_weight: int = DEFAULT_TOTAL_WEIGHT
-    #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
-    weight_deadband: int = 0
+    #: Keep a pair's installed split while the new one is within this L1 distance of it (0..2; 0 = off).
+    weight_deadband: float = DEFAULT_WEIGHT_DEADBAND
+    #: Paths with a smaller share of their pair than this get no bucket (the rest is renormalised).
+    min_path_weight: float = DEFAULT_MIN_PATH_WEIGHT
     #: OpenFlow messages per switch sent but not yet confirmed by a barrier (ofsend.SendLimits).
     of_window_messages: int = DEFAULT_OF_WINDOW_MESSAGES
     #: OpenFlow messages per second per switch; 0 = no cap.
@@ -75,6 +83,12 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self.routing_time: float | None = None
         self.snapshot: dict = {}
         self.loops = 0
+        #: Router bookkeeping (the app's routing worker, asyncroute.py, fills these in).
+        self.routing_input_monotonic: float | None = None
+        self.routing_fresh = False  # the last interval applied a routing computed for it or later
+        self.router_in_flight_seconds: float | None = None
+        self.router_busy_intervals = 0
+        self.routings_discarded = 0
         self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
         self.plans_done = 0
         self.topo: Topology | None = None
@@ -124,6 +138,7 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self.tm = None if topo is None else TMEstimator(topo.num_nodes, alpha=self.config.ewma_alpha,
                                                         history=self.config.history)
         self.routing: Routing | None = None
+        self.routing_input_monotonic = None
         self.weights: np.ndarray | None = None
         self._routed_tm: np.ndarray | None = None
         self._routed_link_up: np.ndarray | None = None
@@ -196,9 +211,16 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
             return None
         return RoutingInput(self.topo, self.paths, self.pair_demand_bps(tm), up)
 
-    def apply_routing(self, routing: Routing, inp: RoutingInput, now: float) -> Plan:
-        """Accept a routing and plan the switch updates that realise it."""
+    def fits(self, inp: RoutingInput) -> bool:
+        """Whether a routing computed for ``inp`` still applies: same path set and link state now."""
+        return self.topo is not None and inp.paths is self.paths and np.array_equal(inp.link_up, self.link_up())
+
+    def apply_routing(self, routing: Routing, inp: RoutingInput, now: float,
+                      input_monotonic: float | None = None) -> Plan:
+        """Accept a routing and plan the switch updates that realise it. ``input_monotonic``: when its
+        input was taken (time.monotonic; default now), for the routing's age."""
         self.routing, self.routing_time = routing, now
+        self.routing_input_monotonic = time.monotonic() if input_monotonic is None else input_monotonic
         self._routed_tm = self.tm.matrix()
         self._routed_link_up = inp.link_up.copy()
         self.metrics.set_router(routing.router)
@@ -220,13 +242,37 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
             log.warning("%d pair(s) have no live path and no surviving route (e.g. %s); they get no group",
                         masked.stranded_pairs.size, self._pair_name(int(masked.stranded_pairs[0])))
         self._last_stranded = masked.stranded_pairs.size
-        w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
+        ptr = self.paths.pair_ptr
+        w = quantise_weights(drop_small_paths(masked.split, ptr, self.config.min_path_weight), ptr,
+                             self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
-        w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
+        old = self.weights
+        # Failures act at once: a pair with installed weight on a path that died is never held back.
+        act_now = None if old is None or old.shape != w.shape else \
+            np.add.reduceat(np.where(masked.alive, 0, old), ptr[:-1]) > 0
+        keep = deadband_keep(w, old, ptr, self.config.weight_deadband, act_now)
+        if keep.any():
+            w = np.where(np.repeat(keep, np.diff(ptr)), old, w)
+        self.metrics.deadband_pairs.set(int(keep.sum()))
         self.weights = w
         desired = self._forwarding.desired(self.topo, self.paths, w, self.node_dpid, self.disc.link_port,
                                            self.path_labels, np.fromiter(self.disc.connected, dtype=np.int64))
         return plan_update(self.installed, desired)
+
+    def installed_split(self) -> np.ndarray:
+        """The split ratios the installed weights realise (what predicted loads are computed from)."""
+        return weights_to_split(self.weights, self.paths.pair_ptr)
+
+    def routing_age_seconds(self, now_monotonic: float | None = None) -> float | None:
+        if self.routing_input_monotonic is None:
+            return None
+        return (time.monotonic() if now_monotonic is None else now_monotonic) - self.routing_input_monotonic
+
+    def routing_status(self) -> dict:
+        """GET /state ``routing``: how fresh the installed routing is and how the router keeps up."""
+        return {"age_seconds": self.routing_age_seconds(), "fresh_this_interval": self.routing_fresh,
+                "in_flight_seconds": self.router_in_flight_seconds, "busy_intervals": self.router_busy_intervals,
+                "discarded": self.routings_discarded}
 
     def commit(self, plan: Plan) -> None:
         self.installed = plan.after
