@@ -78,6 +78,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
         self._refused_logged: dict[int, float] = {}  # dpid -> when its refusal was last logged
         cfg = self.core.config
         self.router_worker = RoutingWorker(self.core.router)
+        self._messages_sent = 0  # OpenFlow update messages sent so far (per-interval counts in core.intervals)
         self.sender = PlanSender(self._send_barrier, SendLimits(cfg.of_window_messages,
                                                                 cfg.of_max_messages_per_second))
 
@@ -261,6 +262,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
     # ------------------------------------------------------------------ control loop
     def _control_loop(self):
         next_tick = time.monotonic()
+        last_start: float | None = None
         while not self._stop.is_set():
             try:
                 self._do_resync()
@@ -271,6 +273,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
                 if self.sender.pending_deletes:  # old state of the last plan, once its drain has passed
                     self._flush_deletes()
                 if time.monotonic() >= next_tick:
+                    start, sent_before = time.monotonic(), self._messages_sent
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
                     if self._stop.wait(min(0.25, self.poll / 4)):
@@ -278,7 +281,14 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
                     self._do_resync()
                     self._discover()
                     self.tick(defer_deletes=True)
-                    next_tick = max(next_tick + self.poll, time.monotonic())
+                    end = time.monotonic()
+                    with self.lock:
+                        over = self.core.intervals.add(None if last_start is None else start - last_start, end - start,
+                                                       self._messages_sent - sent_before, self.poll)
+                    if over:
+                        self.core.metrics.interval_overruns.inc()
+                    last_start = start
+                    next_tick = max(next_tick + self.poll, end)
             except Exception:
                 log.exception("control loop iteration failed; keeping the installed routing")
                 next_tick = time.monotonic() + self.poll
@@ -350,6 +360,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
         with self.lock:
             datapaths = dict(self.datapaths)
         report = self.sender.flush(datapaths, self._stop)
+        self._messages_sent += report.messages
         self.core.metrics.openflow_messages.inc(report.messages)
         self.core.metrics.openflow_bytes.inc(report.bytes)
 
@@ -379,6 +390,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
             report = self.sender.send(plan, datapaths, self._stop, defer_deletes)
         finally:
             self.core.plans_done += 1
+        self._messages_sent += report.messages
         self.core.metrics.openflow_messages.inc(report.messages)
         self.core.metrics.openflow_bytes.inc(report.bytes)
         if report.seconds > self.poll:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 #: more than that in a switch's connection.
 DEFAULT_OF_WINDOW_MESSAGES = 4096
 DEFAULT_OF_MAX_MESSAGES_PER_SECOND = 50_000.0
+#: Counter readings of one counter closer together than this fraction of the poll interval are not
+#: turned into a rate (counters.RateEstimator.min_dt_seconds).
+COUNTER_MIN_DT_FRACTION = 0.5
 #: Churn control defaults (quantise.deadband_keep, quantise.drop_small_paths). A pair keeps its
 #: installed split while at most 5 % of its traffic would change path, and no path carries less than
 #: 3 % of a pair: a model's dense split, which moves a little every interval, then rewrites few groups.
@@ -62,6 +66,37 @@ class ControllerConfig:
     of_window_messages: int = DEFAULT_OF_WINDOW_MESSAGES
     #: OpenFlow messages per second per switch; 0 = no cap.
     of_max_messages_per_second: float = DEFAULT_OF_MAX_MESSAGES_PER_SECOND
+
+
+@dataclass
+class IntervalStats:
+    """The control loop's recent intervals (GET /state ``intervals``): start-to-start period, the work
+    inside it (counter wait, routing wait, plan, send) and OpenFlow messages sent, last ``keep`` of each.
+    An overrun is an interval whose work took longer than the poll interval."""
+
+    keep: int = 600
+    count: int = 0
+    overruns: int = 0
+    period_seconds: deque = dataclasses.field(default_factory=deque)
+    work_seconds: deque = dataclasses.field(default_factory=deque)
+    messages: deque = dataclasses.field(default_factory=deque)
+
+    def add(self, period_seconds: float | None, work_seconds: float, messages: int, poll_seconds: float) -> bool:
+        """Record one interval; True when it overran."""
+        self.count += 1
+        over = work_seconds > poll_seconds
+        self.overruns += over
+        for q, v in ((self.period_seconds, period_seconds), (self.work_seconds, work_seconds),
+                     (self.messages, messages)):
+            if v is not None:
+                q.append(round(v, 4) if isinstance(v, float) else v)
+                if len(q) > self.keep:
+                    q.popleft()
+        return over
+
+    def json(self) -> dict:
+        return {"count": self.count, "overruns": self.overruns, "period_seconds": list(self.period_seconds),
+                "work_seconds": list(self.work_seconds), "messages": list(self.messages)}
 
 
 class ControllerCore(NetworkEvents, MeasurementIngest):
@@ -89,6 +124,7 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self.router_in_flight_seconds: float | None = None
         self.router_busy_intervals = 0
         self.routings_discarded = 0
+        self.intervals = IntervalStats()
         self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
         self.plans_done = 0
         self.topo: Topology | None = None
@@ -134,9 +170,11 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
 
     def _fresh_state(self, topo: Topology | None) -> None:
         """Measurements and routing of a (new) topology; none of it carries over to another one."""
-        self.link_rates = None if topo is None else RateEstimator(topo.num_links, max_rate=topo.capacity_bps / 8 * 4)
+        min_dt = COUNTER_MIN_DT_FRACTION * self.config.poll_interval_seconds
+        self.link_rates = None if topo is None else RateEstimator(topo.num_links, max_rate=topo.capacity_bps / 8 * 4,
+                                                                  min_dt_seconds=min_dt)
         self.tm = None if topo is None else TMEstimator(topo.num_nodes, alpha=self.config.ewma_alpha,
-                                                        history=self.config.history)
+                                                        history=self.config.history, min_dt_seconds=min_dt)
         self.routing: Routing | None = None
         self.routing_input_monotonic = None
         self.weights: np.ndarray | None = None
@@ -320,9 +358,10 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         """What GET /state serves (see state_json), frozen at the end of an interval."""
         return stateview.make_snapshot(self)
 
-    def state_json(self) -> dict:
-        """GET /state: the last published snapshot, its groups, and live plan-execution counters."""
+    def state_json(self, groups: bool = True) -> dict:
+        """GET /state: the last published snapshot, its groups (unless ``groups`` is False), and live
+        plan-execution counters."""
         snap = dict(self.snapshot)
         frozen = snap.pop("_groups", None)
-        return {**snap, "groups": stateview.groups_json(frozen), "plans_started": self.plans_started,
-                "plans_done": self.plans_done}
+        return {**snap, "groups": stateview.groups_json(frozen) if groups else {}, "plans_started": self.plans_started,
+                "plans_done": self.plans_done, "intervals": self.intervals.json()}

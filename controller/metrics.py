@@ -59,6 +59,8 @@ class Metrics:
         self.deadband_pairs = Gauge("tellm_deadband_pairs",
                                     "Pairs whose installed split the last plan kept (within --weight-deadband)",
                                     registry=r)
+        self.interval_overruns = Counter("tellm_control_interval_overruns",
+                                         "Control intervals whose work took longer than the poll interval", registry=r)
         self._router: str | None = None
         self._link_names: list[str] = []
         self._link_series: list = []

@@ -48,8 +48,11 @@ def register(sub) -> None:
                         "nodes else shortest paths); lp: min-MLU LP in-process; ecmp: shortest-path baseline")
     g.add_argument("--inference", default="127.0.0.1:50051", metavar="HOST:PORT",
                    help="address of the inference service (tellm serve)")
-    g.add_argument("--inference-timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="deadline of one inference request")
+    g.add_argument("--inference-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="deadline of one inference request; past it the fallback chain acts (last good routing, "
+                        "then LP or ECMP). The control interval does not wait for the model longer than half a "
+                        "--poll-interval: a later answer is installed at a following interval (GET /state "
+                        "routing.age_seconds)")
     g.add_argument("--of-port", type=int, default=6653, help="OpenFlow listening port")
     g.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listening address")
     add_client_args(p, "the inference service, --inference")

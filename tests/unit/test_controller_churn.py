@@ -215,3 +215,14 @@ def test_cli_rejects_bad_churn_flags(flag, bad, capsys):
 
     assert main(["controller", flag, str(bad), "--topology", "Abilene"]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_counter_readings_that_arrive_together_make_no_rate_spike():
+    from tellm.controller.counters import RateEstimator
+
+    r = RateEstimator(1, min_dt_seconds=0.5)
+    for t, v in ((0.0, 0), (1.0, 1000), (1.01, 1010)):  # the last reply queued behind the one before
+        r.update(np.array([0]), np.array([v], dtype=np.uint64), t)
+    assert r.rate[0] == pytest.approx(1000) and not r.updated[0]
+    r.update(np.array([0]), np.array([2000], dtype=np.uint64), 2.0)
+    assert r.rate[0] == pytest.approx(1000) and r.updated[0]  # measured from the kept baseline (t = 1)
