@@ -26,7 +26,8 @@ from .measure import MeasurementIngest
 from .metrics import Metrics
 from .netstate import Host, LinkState, NetworkEvents
 from .planner import Installed, Plan, plan_update
-from .quantise import DEFAULT_TOTAL_WEIGHT, deadband_keep, drop_small_paths, quantise_weights, weights_to_split
+from .churn import held_pairs, pair_capacity_bps
+from .quantise import DEFAULT_TOTAL_WEIGHT, drop_small_paths, quantise_weights, weights_to_split
 from .repair import PathRepair, carry_by_label
 from .rules import candidate_bound, switch_rules
 from .routers import Routing, RoutingInput
@@ -48,6 +49,7 @@ COUNTER_MIN_DT_FRACTION = 0.5
 #: 3 % of a pair: a model's dense split, which moves a little every interval, then rewrites few groups.
 DEFAULT_WEIGHT_DEADBAND = 0.1
 DEFAULT_MIN_PATH_WEIGHT = 0.03
+DEFAULT_DEADBAND_LOAD = 0.005
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class ControllerConfig:
     total_weight: int = DEFAULT_TOTAL_WEIGHT
     #: Keep a pair's installed split while the new one is within this L1 distance of it (0..2; 0 = off).
     weight_deadband: float = DEFAULT_WEIGHT_DEADBAND
+    #: ... or while the traffic that would change path is at most this fraction of the smallest link
+    #: capacity on the pair's paths (0 = off): noise on small demands rewrites no groups.
+    deadband_load: float = DEFAULT_DEADBAND_LOAD
     #: Paths with a smaller share of their pair than this get no bucket (the rest is renormalised).
     min_path_weight: float = DEFAULT_MIN_PATH_WEIGHT
     #: OpenFlow messages per switch sent but not yet confirmed by a barrier (ofsend.SendLimits).
@@ -188,6 +193,7 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self._bound: tuple | None = None  # (path set, candidate_bound of it)
         self._rules: tuple | None = None  # (what it was counted for, SwitchRules)
         self._sp: tuple | None = None  # ((path set, link state), shortest-path split)
+        self._pair_cap: tuple | None = None  # (path set, smallest capacity on each pair's paths)
 
     def _next_label_base(self, paths: PathSet) -> int:
         """Labels of a new path set: the label space the installed labels do not use, so that old
@@ -262,7 +268,7 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self._routed_tm = self.tm.matrix()
         self._routed_link_up = inp.link_up.copy()
         self.metrics.set_router(routing.router)
-        return self._plan(routing.split, inp.link_up)
+        return self._plan(routing.split, inp.link_up, inp.demand_bps)
 
     def failover_plan(self) -> Plan | None:
         """Link state changed: renormalise the installed routing locally (no router call)."""
@@ -274,7 +280,12 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
             return None
         return self._plan(self.routing.split, up)
 
-    def _plan(self, split: np.ndarray, link_up: np.ndarray) -> Plan:
+    def _pair_capacity_bps(self) -> np.ndarray:
+        if self._pair_cap is None or self._pair_cap[0] is not self.paths:
+            self._pair_cap = (self.paths, pair_capacity_bps(self.topo, self.paths))
+        return self._pair_cap[1]
+
+    def _plan(self, split: np.ndarray, link_up: np.ndarray, demand_bps: np.ndarray | None = None) -> Plan:
         masked = mask_split(self.paths, split, link_up)
         if masked.stranded_pairs.size and masked.stranded_pairs.size != self._last_stranded:
             log.warning("%d pair(s) have no live path and no surviving route (e.g. %s); they get no group",
@@ -288,7 +299,9 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         # Failures act at once: a pair with installed weight on a path that died is never held back.
         act_now = None if old is None or old.shape != w.shape else \
             np.add.reduceat(np.where(masked.alive, 0, old), ptr[:-1]) > 0
-        keep = deadband_keep(w, old, ptr, self.config.weight_deadband, act_now)
+        cfg = self.config
+        keep = held_pairs(self.topo, self.paths, w, old, cfg.weight_deadband, act_now, demand_bps,
+                          self._pair_capacity_bps(), cfg.deadband_load)
         if keep.any():
             w = np.where(np.repeat(keep, np.diff(ptr)), old, w)
         self.metrics.deadband_pairs.set(int(keep.sum()))

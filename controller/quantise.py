@@ -77,12 +77,16 @@ def drop_small_paths(split: np.ndarray, pair_ptr: np.ndarray, min_share: float) 
 
 
 def deadband_keep(new: np.ndarray, old: np.ndarray | None, pair_ptr: np.ndarray, max_distance: float,
-                  act_now: np.ndarray | None = None) -> np.ndarray:
+                  act_now: np.ndarray | None = None, moved_bps_per_unit: np.ndarray | None = None,
+                  max_moved_bps: np.ndarray | None = None) -> np.ndarray:
     """bool [pairs]: pairs whose installed weights ``old`` are kept instead of ``new``.
 
     A pair keeps its installed split while the L1 distance between the two splits (sum over its paths
     of the change of share, 0..2; twice the fraction of its traffic that would change path) is at most
-    ``max_distance``, including a path starting or stopping. Never kept: pairs in ``act_now`` (a path
+    ``max_distance``, including a path starting or stopping; or, given ``moved_bps_per_unit`` (its
+    demand / 2, so that distance x it = traffic that would change path) and ``max_moved_bps`` (per
+    pair), while the traffic that would change path is at most that: a pair whose demand is too small
+    to matter on any of its links is not rewritten for noise. Never kept: pairs in ``act_now`` (a path
     died, a repair path came or went), pairs with no valid installed group (weights not summing to the
     same total). ``max_distance <= 0`` keeps nothing."""
     n_pairs = len(pair_ptr) - 1
@@ -92,7 +96,10 @@ def deadband_keep(new: np.ndarray, old: np.ndarray | None, pair_ptr: np.ndarray,
     total_new = np.add.reduceat(new, starts)
     total_old = np.add.reduceat(old, starts)
     dist = np.add.reduceat(np.abs(new - old), starts) / np.where(total_new > 0, total_new, 1)
-    keep = (dist <= max_distance) & (total_old == total_new) & (total_new > 0)
+    small = dist <= max_distance
+    if moved_bps_per_unit is not None and max_moved_bps is not None:
+        small |= dist * moved_bps_per_unit <= max_moved_bps
+    keep = small & (total_old == total_new) & (total_new > 0)
     if act_now is not None:
         keep &= ~act_now
     return keep

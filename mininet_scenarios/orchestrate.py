@@ -281,7 +281,7 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
               flows: int = 128, poll_interval_seconds: float = 1.0, settle_seconds: float = 3.0) -> PhaseResult:
     """Controller (``router``) + Mininet + traffic for ``duration_seconds``; one Sample per second.
     The caller holds the Mininet lock and has OVS running."""
-    from .loopcheck import loop_summary, realisation_error
+    from .loopcheck import link_loads_pair, loop_summary
     from .net import Testbed
 
     status = on_status or (lambda msg: None)
@@ -310,7 +310,7 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
         status(f"[{router}] traffic running for {duration_seconds:.0f} s")
         topo = scenario.topology
         link_names = [topo.link_name(i) for i in range(topo.num_links)]
-        deviations: dict[int, np.ndarray] = {}
+        loads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         link_up = np.ones(topo.num_links, dtype=bool)
         prev = tb.tx_bytes()
         t_prev = time.monotonic()
@@ -329,15 +329,17 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
                 label = ", ".join(x for x in (label, e.label()) if x)
             if el >= next_tick:
                 now = time.monotonic()
-                util, prev = measured_utilisation(tb, prev, now - t_prev, link_up)
+                dt = now - t_prev
+                util, prev = measured_utilisation(tb, prev, dt, link_up)
                 t_prev = now
                 st = controller_state(ports.api_port, groups=False) or {}
                 sp = st.get("shortest_path_mlu")
-                dev = realisation_error(util, link_names, link_up, st)
-                if dev is not None:
-                    deviations[round(el)] = dev
+                pair = link_loads_pair(util, link_names, link_up, st)
+                dev = None if pair is None else np.abs(pair[0] - pair[1])
+                if pair is not None and dt >= 0.5:  # a late sample's short window is mostly noise
+                    loads[round(el)] = pair
                 s = Sample(round(el), float(util.max(initial=0.0)), st.get("mlu"), sp, st.get("predicted_mlu"),
-                           st.get("router"), label, None if dev is None else float(dev.max(initial=0.0)),
+                           st.get("router"), label, None if dev is None else float(np.nanmax(dev, initial=0.0)),
                            st.get("routing_seconds"), st.get("routing_age_seconds"))
                 label = ""
                 result.samples.append(s)
@@ -356,7 +358,7 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
         status(f"[{router}] pinging every host pair under the installed routing")
         reached = ping_all(tb, 1.0)
         st = controller_state(ports.api_port, groups=False) or {}
-        result.loop = loop_summary(result.samples, deviations, events, min(5.0, 0.2 * duration_seconds),
+        result.loop = loop_summary(result.samples, loads, events, min(5.0, 0.2 * duration_seconds),
                                    st.get("intervals"), {"reached": sum(reached.values()), "pairs": len(reached)})
         result.loop["controller_metrics"] = {
             name: controller_metric(ports.metrics_port, name) for name in (

@@ -92,7 +92,8 @@ def print_summary(console, summary: dict, routers: list[str]) -> None:
         if lp:
             re_, iv, ping = lp["realisation"], lp["intervals"], lp.get("ping") or {}
             console.print(f"{ROUTER_TITLES[r]}: ping {ping.get('reached')}/{ping.get('pairs')} pairs; realised vs "
-                          f"predicted link load max {fmt(re_['max'])}, p95 {fmt(re_['p95'])} of capacity; interval "
+                          f"predicted link load max {fmt(re_['max'])}, p95 {fmt(re_['p95'])} of capacity per second, "
+                          f"max {fmt(re_['window_max'])} over steady windows; interval "
                           f"p50 {fmt(iv['period_p50_seconds'])} s, p99 {fmt(iv['period_p99_seconds'])} s, "
                           f"{iv['overruns']} overrun(s); messages/interval p50 {iv['messages_p50']}, "
                           f"max {iv['messages_max']}")

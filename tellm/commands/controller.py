@@ -83,6 +83,11 @@ def register(sub) -> None:
                         "would change path), a path starting or stopping included; a path that died or a repair "
                         "always acts at once. Fewer group and label rewrites from a model's interval-to-interval "
                         "noise; GET /state predicts loads from the installed split. 0 = off")
+    g.add_argument("--deadband-load", type=float, default=0.005, metavar="FRACTION",
+                   help="also keep a pair's installed split while the traffic that would change path (its demand x "
+                        "half the L1 distance) is at most this fraction of the smallest link capacity on its paths: "
+                        "measurement noise on small demands rewrites no groups. Held pairs never put more than 2%% "
+                        "of a link's capacity over the router's own load on it (those are re-planned). 0 = off")
     g.add_argument("--min-path-weight", type=float, default=0.03, metavar="SHARE",
                    help="paths with a smaller share of their pair than this get no bucket and no labels (the pair's "
                         "other paths take their traffic, renormalised; its largest path always stays). 0 = off")
@@ -124,6 +129,7 @@ def _config(args):
     return ControllerConfig(poll_interval_seconds=args.poll_interval, reroute_threshold=args.reroute_threshold,
                             ewma_alpha=args.ewma_alpha, history=args.history, total_weight=args.total_weight,
                             weight_deadband=args.weight_deadband, min_path_weight=args.min_path_weight,
+                            deadband_load=args.deadband_load,
                             of_window_messages=window,
                             of_max_messages_per_second=rate)
 
@@ -197,6 +203,8 @@ def run(args) -> int:
         raise CLIError("--total-weight must be between 1 and 256 (Open vSwitch dp_hash limit)")
     if not 0 <= args.weight_deadband <= 2:
         raise CLIError("--weight-deadband must be an L1 distance between 0 and 2 (0 = off)")
+    if not 0 <= args.deadband_load <= 1:
+        raise CLIError("--deadband-load must be a fraction of capacity in [0, 1] (0 = off)")
     if not 0 <= args.min_path_weight < 1:
         raise CLIError("--min-path-weight must be a share in [0, 1) (0 = off)")
     for name in ("of_port", "metrics_port", "api_port"):

@@ -226,3 +226,35 @@ def test_counter_readings_that_arrive_together_make_no_rate_spike():
     assert r.rate[0] == pytest.approx(1000) and not r.updated[0]
     r.update(np.array([0]), np.array([2000], dtype=np.uint64), 2.0)
     assert r.rate[0] == pytest.approx(1000) and r.updated[0]  # measured from the kept baseline (t = 1)
+
+
+def test_small_demands_are_held_but_never_push_a_link_past_the_guard():
+    from tellm.controller.churn import MAX_HELD_EXCESS_UTILISATION, held_pairs, pair_capacity_bps
+
+    topo = diamond(cap=10e6)
+    paths = diamond_paths(topo)
+    ptr = paths.pair_ptr
+    old = np.zeros(paths.num_paths, dtype=np.int64)
+    old[ptr[:-1]] = 256  # everything on each pair's first path
+    new = np.zeros_like(old)
+    new[ptr[:-1]], new[ptr[:-1] + 1] = 128, 128  # the router now halves every pair: L1 distance 1.0
+    cap = pair_capacity_bps(topo, paths)
+    # Tiny demands: half of 1 kbit/s would move, 0.005 of 10 Mbit/s allows 50 kbit/s: all held.
+    tiny = np.full(paths.num_pairs, 1e3)
+    keep = held_pairs(topo, paths, new, old, 0.1, None, tiny, cap, 0.005)
+    assert keep.all()
+    # Without the load rule nothing is held (the distance is far beyond 0.1).
+    assert not held_pairs(topo, paths, new, old, 0.1, None, tiny, cap, 0.0).any()
+    # Held pairs adding up on links: installed wholly on each pair's second (longer) path, the router
+    # moves every pair to its first; with a 0.05 load deadband each pair of 400 kbit/s may hold (400
+    # kbit/s would move, under 500 kbit/s), but the long paths would put links up to 0.16 of capacity
+    # over the router's loads: the pairs crossing those links are re-planned.
+    old, new = new.copy(), old.copy()
+    old[:] = 0
+    old[ptr[:-1] + 1] = 256
+    mid = np.full(paths.num_pairs, 4e5)
+    keep = held_pairs(topo, paths, new, old, 0.1, None, mid, cap, 0.05)
+    mixed = np.where(np.repeat(keep, np.diff(ptr)), old, new)
+    excess = (link_loads(paths, weights_to_split(mixed, ptr), mid)
+              - link_loads(paths, weights_to_split(new, ptr), mid)) / topo.capacity_bps
+    assert not keep.all() and excess.max() <= MAX_HELD_EXCESS_UTILISATION + 1e-12
