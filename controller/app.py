@@ -79,6 +79,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
         cfg = self.core.config
         self.router_worker = RoutingWorker(self.core.router)
         self._messages_sent = 0  # OpenFlow update messages sent so far (per-interval counts in core.intervals)
+        self._interval_start: float | None = None  # perf_counter at the control loop's interval start
         self.sender = PlanSender(self._send_barrier, SendLimits(cfg.of_window_messages,
                                                                 cfg.of_max_messages_per_second))
 
@@ -274,6 +275,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
                     self._flush_deletes()
                 if time.monotonic() >= next_tick:
                     start, sent_before = time.monotonic(), self._messages_sent
+                    self._interval_start = time.perf_counter()
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
                     if self._stop.wait(min(0.25, self.poll / 4)):
@@ -330,7 +332,10 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
             core.router_busy_intervals += 1  # the router still works on an earlier input: not duplicated
             m.router_busy_intervals.inc()
         # Outside the lock: a model call may take a while, and it may be applied at a later interval.
-        done = worker.take(max(0.0, ROUTER_WAIT_FRACTION * self.poll - (time.perf_counter() - t0)))
+        # The wait counts from the interval's start (its counter wait included), so that waiting for a
+        # slow router never pushes the interval's work past the poll interval by itself.
+        start = self._interval_start if self._interval_start is not None else t0
+        done = worker.take(max(0.0, ROUTER_WAIT_FRACTION * self.poll - (time.perf_counter() - start)))
         core.routing_fresh = False
         if done is not None:
             with self.lock:

@@ -278,7 +278,8 @@ def measured_utilisation(tb, prev_bytes: np.ndarray, dt_seconds: float, link_up:
 def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: np.ndarray,
               duration_seconds: float, workdir: Path, inference_address: str, events: list[Event] | None = None,
               on_sample: Callable[[Sample], None] | None = None, on_status: Callable[[str], None] | None = None,
-              flows: int = 128, poll_interval_seconds: float = 1.0, settle_seconds: float = 3.0) -> PhaseResult:
+              flows: int = 128, poll_interval_seconds: float = 1.0, settle_seconds: float = 3.0,
+              controller_flags: list[str] | None = None) -> PhaseResult:
     """Controller (``router``) + Mininet + traffic for ``duration_seconds``; one Sample per second.
     The caller holds the Mininet lock and has OVS running."""
     from .loopcheck import link_loads_pair, loop_summary
@@ -290,7 +291,8 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
     phase_dir = workdir / router
     phase_dir.mkdir(parents=True, exist_ok=True)
     status(f"[{router}] starting the controller")
-    ctl = start_controller(topology_yaml, router, ports, inference_address, phase_dir, poll_interval_seconds)
+    ctl = start_controller(topology_yaml, router, ports, inference_address, phase_dir, poll_interval_seconds,
+                           extra=controller_flags)
     tb = run = None
     result = PhaseResult(router)
     try:
