@@ -258,3 +258,12 @@ def test_small_demands_are_held_but_never_push_a_link_past_the_guard():
     excess = (link_loads(paths, weights_to_split(mixed, ptr), mid)
               - link_loads(paths, weights_to_split(new, ptr), mid)) / topo.capacity_bps
     assert not keep.all() and excess.max() <= MAX_HELD_EXCESS_UTILISATION + 1e-12
+
+
+def test_cli_churn_defaults_are_the_configs():
+    from tellm.cli import build_parser
+
+    args = build_parser().parse_args(["controller"])
+    cfg = ControllerConfig()
+    assert (args.weight_deadband, args.deadband_load, args.min_path_weight) == \
+        (cfg.weight_deadband, cfg.deadband_load, cfg.min_path_weight)
