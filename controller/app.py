@@ -28,6 +28,7 @@ from os_ken.ofproto import ofproto_v1_5, ofproto_v1_5_parser
 
 from . import ofmsgs
 from .app_discovery import DiscoveryHandlers
+from .asyncroute import RoutingWorker
 from .core import ControllerCore
 from .discovery import port_speed_bps
 from .ofsend import PlanSender, SendLimits
@@ -40,6 +41,9 @@ RUNTIME: dict = {}
 #: Realised splits are read from group counters only on networks this small (one group per pair).
 GROUP_STATS_MAX_NODES = 60
 REFUSED_LOG_SECONDS = 60.0
+#: An interval waits for the router at most this fraction of the poll interval (asyncroute.py): a
+#: slower routing is applied at a later interval instead of stretching this one.
+ROUTER_WAIT_FRACTION = 0.5
 
 
 def _speed_bps(port) -> float:
@@ -73,6 +77,9 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
         self._threads: list = []
         self._refused_logged: dict[int, float] = {}  # dpid -> when its refusal was last logged
         cfg = self.core.config
+        self.router_worker = RoutingWorker(self.core.router)
+        self._messages_sent = 0  # OpenFlow update messages sent so far (per-interval counts in core.intervals)
+        self._interval_start: float | None = None  # perf_counter at the control loop's interval start
         self.sender = PlanSender(self._send_barrier, SendLimits(cfg.of_window_messages,
                                                                 cfg.of_max_messages_per_second))
 
@@ -256,6 +263,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
     # ------------------------------------------------------------------ control loop
     def _control_loop(self):
         next_tick = time.monotonic()
+        last_start: float | None = None
         while not self._stop.is_set():
             try:
                 self._do_resync()
@@ -266,6 +274,8 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
                 if self.sender.pending_deletes:  # old state of the last plan, once its drain has passed
                     self._flush_deletes()
                 if time.monotonic() >= next_tick:
+                    start, sent_before = time.monotonic(), self._messages_sent
+                    self._interval_start = time.perf_counter()
                     self._request_stats()
                     # Replies arrive on the event thread; give them a fraction of the interval.
                     if self._stop.wait(min(0.25, self.poll / 4)):
@@ -273,7 +283,14 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
                     self._do_resync()
                     self._discover()
                     self.tick(defer_deletes=True)
-                    next_tick = max(next_tick + self.poll, time.monotonic())
+                    end = time.monotonic()
+                    with self.lock:
+                        over = self.core.intervals.add(None if last_start is None else start - last_start, end - start,
+                                                       self._messages_sent - sent_before, self.poll)
+                    if over:
+                        self.core.metrics.interval_overruns.inc()
+                    last_start = start
+                    next_tick = max(next_tick + self.poll, end)
             except Exception:
                 log.exception("control loop iteration failed; keeping the installed routing")
                 next_tick = time.monotonic() + self.poll
@@ -310,24 +327,45 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
         with self.lock:
             inp = self.core.routing_input(time.monotonic(), force=force)
         plan = None
-        if inp is not None and self.datapaths:
-            routing = self.core.router.route(inp)  # outside the lock: a model call may take a while
+        core, worker, m = self.core, self.router_worker, self.core.metrics
+        if inp is not None and self.datapaths and not worker.submit(inp):
+            core.router_busy_intervals += 1  # the router still works on an earlier input: not duplicated
+            m.router_busy_intervals.inc()
+        # Outside the lock: a model call may take a while, and it may be applied at a later interval.
+        # The wait counts from the interval's start (its counter wait included), so that waiting for a
+        # slow router never pushes the interval's work past the poll interval by itself.
+        start = self._interval_start if self._interval_start is not None else t0
+        done = worker.take(max(0.0, ROUTER_WAIT_FRACTION * self.poll - (time.perf_counter() - start)))
+        core.routing_fresh = False
+        if done is not None:
             with self.lock:
-                plan = self.core.apply_routing(routing, inp, now)
-            if plan.phases:
+                if core.fits(done.inp):
+                    plan = core.apply_routing(done.routing, done.inp, now, done.submitted_monotonic)
+                    core.routing_fresh = True
+                else:
+                    core.routings_discarded += 1
+                    m.routings_discarded.inc()
+                    log.info("dropped a routing computed for an earlier path set or link state")
+            if plan is not None and plan.phases:
                 self._execute(plan, defer_deletes)
-            with self.lock:
-                self.core.commit(plan)
+            if plan is not None:
+                with self.lock:
+                    core.commit(plan)
         with self.lock:
-            self.core.loops += 1
-            self.core.snapshot = self.core.make_snapshot()
-        self.core.metrics.loop_duration.observe(time.perf_counter() - t0)
+            core.router_in_flight_seconds = worker.in_flight_seconds()
+            age = core.routing_age_seconds()
+            if age is not None:
+                m.routing_age.set(age)
+            core.loops += 1
+            core.snapshot = core.make_snapshot()
+        m.loop_duration.observe(time.perf_counter() - t0)
         return plan
 
     def _flush_deletes(self) -> None:
         with self.lock:
             datapaths = dict(self.datapaths)
         report = self.sender.flush(datapaths, self._stop)
+        self._messages_sent += report.messages
         self.core.metrics.openflow_messages.inc(report.messages)
         self.core.metrics.openflow_bytes.inc(report.bytes)
 
@@ -357,6 +395,7 @@ class TellmController(DiscoveryHandlers, app_manager.OSKenApp):
             report = self.sender.send(plan, datapaths, self._stop, defer_deletes)
         finally:
             self.core.plans_done += 1
+        self._messages_sent += report.messages
         self.core.metrics.openflow_messages.inc(report.messages)
         self.core.metrics.openflow_bytes.inc(report.bytes)
         if report.seconds > self.poll:

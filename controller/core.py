@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,8 @@ from .measure import MeasurementIngest
 from .metrics import Metrics
 from .netstate import Host, LinkState, NetworkEvents
 from .planner import Installed, Plan, plan_update
-from .quantise import DEFAULT_TOTAL_WEIGHT, apply_deadband, quantise_weights
+from .churn import held_pairs, pair_capacity_bps
+from .quantise import DEFAULT_TOTAL_WEIGHT, drop_small_paths, quantise_weights, weights_to_split
 from .repair import PathRepair, carry_by_label
 from .rules import candidate_bound, switch_rules
 from .routers import Routing, RoutingInput
@@ -38,6 +41,15 @@ log = logging.getLogger(__name__)
 #: more than that in a switch's connection.
 DEFAULT_OF_WINDOW_MESSAGES = 4096
 DEFAULT_OF_MAX_MESSAGES_PER_SECOND = 50_000.0
+#: Counter readings of one counter closer together than this fraction of the poll interval are not
+#: turned into a rate (counters.RateEstimator.min_dt_seconds).
+COUNTER_MIN_DT_FRACTION = 0.5
+#: Churn control defaults (quantise.deadband_keep, quantise.drop_small_paths). A pair keeps its
+#: installed split while at most 5 % of its traffic would change path, and no path carries less than
+#: 3 % of a pair: a model's dense split, which moves a little every interval, then rewrites few groups.
+DEFAULT_WEIGHT_DEADBAND = 0.1
+DEFAULT_MIN_PATH_WEIGHT = 0.03
+DEFAULT_DEADBAND_LOAD = 0.005
 
 
 @dataclass(frozen=True)
@@ -48,12 +60,48 @@ class ControllerConfig:
     ewma_alpha: float = 1.0  # weight of the newest TM measurement (1 = no smoothing)
     history: int = 60  # TM snapshots kept
     total_weight: int = DEFAULT_TOTAL_WEIGHT
-    #: Keep a pair's installed weights unless a bucket moves by more than this many units (0 = off).
-    weight_deadband: int = 0
+    #: Keep a pair's installed split while the new one is within this L1 distance of it (0..2; 0 = off).
+    weight_deadband: float = DEFAULT_WEIGHT_DEADBAND
+    #: ... or while the traffic that would change path is at most this fraction of the smallest link
+    #: capacity on the pair's paths (0 = off): noise on small demands rewrites no groups.
+    deadband_load: float = DEFAULT_DEADBAND_LOAD
+    #: Paths with a smaller share of their pair than this get no bucket (the rest is renormalised).
+    min_path_weight: float = DEFAULT_MIN_PATH_WEIGHT
     #: OpenFlow messages per switch sent but not yet confirmed by a barrier (ofsend.SendLimits).
     of_window_messages: int = DEFAULT_OF_WINDOW_MESSAGES
     #: OpenFlow messages per second per switch; 0 = no cap.
     of_max_messages_per_second: float = DEFAULT_OF_MAX_MESSAGES_PER_SECOND
+
+
+@dataclass
+class IntervalStats:
+    """The control loop's recent intervals (GET /state ``intervals``): start-to-start period, the work
+    inside it (counter wait, routing wait, plan, send) and OpenFlow messages sent, last ``keep`` of each.
+    An overrun is an interval whose work took longer than the poll interval."""
+
+    keep: int = 600
+    count: int = 0
+    overruns: int = 0
+    period_seconds: deque = dataclasses.field(default_factory=deque)
+    work_seconds: deque = dataclasses.field(default_factory=deque)
+    messages: deque = dataclasses.field(default_factory=deque)
+
+    def add(self, period_seconds: float | None, work_seconds: float, messages: int, poll_seconds: float) -> bool:
+        """Record one interval; True when it overran."""
+        self.count += 1
+        over = work_seconds > poll_seconds
+        self.overruns += over
+        for q, v in ((self.period_seconds, period_seconds), (self.work_seconds, work_seconds),
+                     (self.messages, messages)):
+            if v is not None:
+                q.append(round(v, 4) if isinstance(v, float) else v)
+                if len(q) > self.keep:
+                    q.popleft()
+        return over
+
+    def json(self) -> dict:
+        return {"count": self.count, "overruns": self.overruns, "period_seconds": list(self.period_seconds),
+                "work_seconds": list(self.work_seconds), "messages": list(self.messages)}
 
 
 class ControllerCore(NetworkEvents, MeasurementIngest):
@@ -75,6 +123,13 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self.routing_time: float | None = None
         self.snapshot: dict = {}
         self.loops = 0
+        #: Router bookkeeping (the app's routing worker, asyncroute.py, fills these in).
+        self.routing_input_monotonic: float | None = None
+        self.routing_fresh = False  # the last interval applied a routing computed for it or later
+        self.router_in_flight_seconds: float | None = None
+        self.router_busy_intervals = 0
+        self.routings_discarded = 0
+        self.intervals = IntervalStats()
         self.plans_started = 0  # plan executions begun / finished (live, for GET /state readers)
         self.plans_done = 0
         self.topo: Topology | None = None
@@ -120,10 +175,13 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
 
     def _fresh_state(self, topo: Topology | None) -> None:
         """Measurements and routing of a (new) topology; none of it carries over to another one."""
-        self.link_rates = None if topo is None else RateEstimator(topo.num_links, max_rate=topo.capacity_bps / 8 * 4)
+        min_dt = COUNTER_MIN_DT_FRACTION * self.config.poll_interval_seconds
+        self.link_rates = None if topo is None else RateEstimator(topo.num_links, max_rate=topo.capacity_bps / 8 * 4,
+                                                                  min_dt_seconds=min_dt)
         self.tm = None if topo is None else TMEstimator(topo.num_nodes, alpha=self.config.ewma_alpha,
-                                                        history=self.config.history)
+                                                        history=self.config.history, min_dt_seconds=min_dt)
         self.routing: Routing | None = None
+        self.routing_input_monotonic = None
         self.weights: np.ndarray | None = None
         self._routed_tm: np.ndarray | None = None
         self._routed_link_up: np.ndarray | None = None
@@ -135,6 +193,7 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         self._bound: tuple | None = None  # (path set, candidate_bound of it)
         self._rules: tuple | None = None  # (what it was counted for, SwitchRules)
         self._sp: tuple | None = None  # ((path set, link state), shortest-path split)
+        self._pair_cap: tuple | None = None  # (path set, smallest capacity on each pair's paths)
 
     def _next_label_base(self, paths: PathSet) -> int:
         """Labels of a new path set: the label space the installed labels do not use, so that old
@@ -196,13 +255,20 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
             return None
         return RoutingInput(self.topo, self.paths, self.pair_demand_bps(tm), up)
 
-    def apply_routing(self, routing: Routing, inp: RoutingInput, now: float) -> Plan:
-        """Accept a routing and plan the switch updates that realise it."""
+    def fits(self, inp: RoutingInput) -> bool:
+        """Whether a routing computed for ``inp`` still applies: same path set and link state now."""
+        return self.topo is not None and inp.paths is self.paths and np.array_equal(inp.link_up, self.link_up())
+
+    def apply_routing(self, routing: Routing, inp: RoutingInput, now: float,
+                      input_monotonic: float | None = None) -> Plan:
+        """Accept a routing and plan the switch updates that realise it. ``input_monotonic``: when its
+        input was taken (time.monotonic; default now), for the routing's age."""
         self.routing, self.routing_time = routing, now
+        self.routing_input_monotonic = time.monotonic() if input_monotonic is None else input_monotonic
         self._routed_tm = self.tm.matrix()
         self._routed_link_up = inp.link_up.copy()
         self.metrics.set_router(routing.router)
-        return self._plan(routing.split, inp.link_up)
+        return self._plan(routing.split, inp.link_up, inp.demand_bps)
 
     def failover_plan(self) -> Plan | None:
         """Link state changed: renormalise the installed routing locally (no router call)."""
@@ -214,19 +280,50 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
             return None
         return self._plan(self.routing.split, up)
 
-    def _plan(self, split: np.ndarray, link_up: np.ndarray) -> Plan:
+    def _pair_capacity_bps(self) -> np.ndarray:
+        if self._pair_cap is None or self._pair_cap[0] is not self.paths:
+            self._pair_cap = (self.paths, pair_capacity_bps(self.topo, self.paths))
+        return self._pair_cap[1]
+
+    def _plan(self, split: np.ndarray, link_up: np.ndarray, demand_bps: np.ndarray | None = None) -> Plan:
         masked = mask_split(self.paths, split, link_up)
         if masked.stranded_pairs.size and masked.stranded_pairs.size != self._last_stranded:
             log.warning("%d pair(s) have no live path and no surviving route (e.g. %s); they get no group",
                         masked.stranded_pairs.size, self._pair_name(int(masked.stranded_pairs[0])))
         self._last_stranded = masked.stranded_pairs.size
-        w = quantise_weights(masked.split, self.paths.pair_ptr, self.config.total_weight)
+        ptr = self.paths.pair_ptr
+        w = quantise_weights(drop_small_paths(masked.split, ptr, self.config.min_path_weight), ptr,
+                             self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
-        w = apply_deadband(w, self.weights, self.paths.pair_ptr, self.config.weight_deadband)
+        old = self.weights
+        # Failures act at once: a pair with installed weight on a path that died is never held back.
+        act_now = None if old is None or old.shape != w.shape else \
+            np.add.reduceat(np.where(masked.alive, 0, old), ptr[:-1]) > 0
+        cfg = self.config
+        keep = held_pairs(self.topo, self.paths, w, old, cfg.weight_deadband, act_now, demand_bps,
+                          self._pair_capacity_bps(), cfg.deadband_load)
+        if keep.any():
+            w = np.where(np.repeat(keep, np.diff(ptr)), old, w)
+        self.metrics.deadband_pairs.set(int(keep.sum()))
         self.weights = w
         desired = self._forwarding.desired(self.topo, self.paths, w, self.node_dpid, self.disc.link_port,
                                            self.path_labels, np.fromiter(self.disc.connected, dtype=np.int64))
         return plan_update(self.installed, desired)
+
+    def installed_split(self) -> np.ndarray:
+        """The split ratios the installed weights realise (what predicted loads are computed from)."""
+        return weights_to_split(self.weights, self.paths.pair_ptr)
+
+    def routing_age_seconds(self, now_monotonic: float | None = None) -> float | None:
+        if self.routing_input_monotonic is None:
+            return None
+        return (time.monotonic() if now_monotonic is None else now_monotonic) - self.routing_input_monotonic
+
+    def routing_status(self) -> dict:
+        """GET /state ``routing``: how fresh the installed routing is and how the router keeps up."""
+        return {"age_seconds": self.routing_age_seconds(), "fresh_this_interval": self.routing_fresh,
+                "in_flight_seconds": self.router_in_flight_seconds, "busy_intervals": self.router_busy_intervals,
+                "discarded": self.routings_discarded}
 
     def commit(self, plan: Plan) -> None:
         self.installed = plan.after
@@ -274,9 +371,10 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         """What GET /state serves (see state_json), frozen at the end of an interval."""
         return stateview.make_snapshot(self)
 
-    def state_json(self) -> dict:
-        """GET /state: the last published snapshot, its groups, and live plan-execution counters."""
+    def state_json(self, groups: bool = True) -> dict:
+        """GET /state: the last published snapshot, its groups (unless ``groups`` is False), and live
+        plan-execution counters."""
         snap = dict(self.snapshot)
         frozen = snap.pop("_groups", None)
-        return {**snap, "groups": stateview.groups_json(frozen), "plans_started": self.plans_started,
-                "plans_done": self.plans_done}
+        return {**snap, "groups": stateview.groups_json(frozen) if groups else {}, "plans_started": self.plans_started,
+                "plans_done": self.plans_done, "intervals": self.intervals.json()}

@@ -40,8 +40,14 @@ class RateEstimator:
     the next sample a new baseline (port went down, flow re-installed).
     """
 
-    def __init__(self, size: int, modulus: int = COUNTER64, max_rate: np.ndarray | float | None = None):
+    def __init__(self, size: int, modulus: int = COUNTER64, max_rate: np.ndarray | float | None = None,
+                 min_dt_seconds: float = 0.0):
         self.size = size
+        #: A sample closer than this to its counter's baseline is skipped (the baseline stays): replies
+        #: that queued up behind a busy switch or event thread and arrive together would otherwise divide
+        #: a second's bytes by milliseconds.
+        self.min_dt_seconds = min_dt_seconds
+        self.updated = np.zeros(0, dtype=bool)  # of the last update: which of its counters got a new rate
         self.modulus = modulus
         self.max_rate = max_rate  # per-counter plausibility bound used for wrap detection
         self.last_value = np.zeros(size, dtype=np.uint64)
@@ -55,7 +61,8 @@ class RateEstimator:
         t = np.broadcast_to(np.asarray(time_seconds, dtype=np.float64), index.shape)
         prev_t = self.last_time[index]
         dt = t - prev_t
-        has_base = np.isfinite(prev_t) & (dt > 0)
+        has_base = np.isfinite(prev_t) & (dt > 0) & (dt >= self.min_dt_seconds)
+        too_soon = np.isfinite(prev_t) & (dt > 0) & ~has_base
         max_delta = None
         if self.max_rate is not None:
             mr = np.broadcast_to(np.asarray(self.max_rate, dtype=np.float64), (self.size,))[index]
@@ -65,9 +72,11 @@ class RateEstimator:
         sel = index[has_base]
         self.rate[sel] = rate[has_base]
         self.rate_time[sel] = t[has_base]
-        self.last_value[index] = values
+        keep = index[~too_soon]
+        self.last_value[keep] = values[~too_soon]
         # Samples that arrive with a non-increasing timestamp only refresh the value.
-        self.last_time[index] = np.where(np.isfinite(prev_t) & (dt <= 0), prev_t, t)
+        self.last_time[keep] = np.where(np.isfinite(prev_t) & (dt <= 0), prev_t, t)[~too_soon]
+        self.updated = has_base
         return rate
 
     def forget(self, index: np.ndarray) -> None:

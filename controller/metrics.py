@@ -47,6 +47,20 @@ class Metrics:
         self.switch_rules_bound = Gauge("tellm_switch_rules_bound",
                                         "Most flow rules plus groups any routing of the candidate paths needs on "
                                         "one switch", registry=r)
+        self.routing_age = Gauge("tellm_routing_age_seconds",
+                                 "Age of the installed routing's input (TM snapshot) at the end of the interval",
+                                 registry=r)
+        self.router_busy_intervals = Counter("tellm_router_busy_intervals",
+                                             "Intervals that installed no new routing because the router was still "
+                                             "computing an earlier one", registry=r)
+        self.routings_discarded = Counter("tellm_routings_discarded",
+                                          "Routings dropped on arrival: the path set or link state had changed",
+                                          registry=r)
+        self.deadband_pairs = Gauge("tellm_deadband_pairs",
+                                    "Pairs whose installed split the last plan kept (within --weight-deadband)",
+                                    registry=r)
+        self.interval_overruns = Counter("tellm_control_interval_overruns",
+                                         "Control intervals whose work took longer than the poll interval", registry=r)
         self._router: str | None = None
         self._link_names: list[str] = []
         self._link_series: list = []

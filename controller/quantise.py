@@ -61,14 +61,54 @@ def weights_to_split(weights: np.ndarray, pair_ptr: np.ndarray) -> np.ndarray:
     return weights / np.repeat(np.where(sums > 0, sums, 1.0), counts)
 
 
-def apply_deadband(new: np.ndarray, old: np.ndarray | None, pair_ptr: np.ndarray, units: int) -> np.ndarray:
-    """Keep a pair's ``old`` weights when no bucket would move by more than ``units`` and the set of
-    used paths is the same: fewer group rewrites for routing noise, at an extra error of at most
-    ``units / total`` per bucket. ``units = 0`` returns ``new`` unchanged."""
-    if units <= 0 or old is None or old.shape != new.shape:
-        return new
+def drop_small_paths(split: np.ndarray, pair_ptr: np.ndarray, min_share: float) -> np.ndarray:
+    """Zero the paths whose share of their pair is below ``min_share`` (a pair's largest path always
+    stays); ``quantise_weights`` renormalises the rest. Near-zero paths then hold no MPLS labels and no
+    bucket, and do not appear and vanish from one interval to the next. ``min_share <= 0``: unchanged."""
+    split = np.asarray(split, dtype=np.float64)
+    if min_share <= 0 or split.size == 0:
+        return split
     starts = np.asarray(pair_ptr[:-1])
-    moved = np.maximum.reduceat(np.abs(new - old), starts) > units
-    pattern = np.add.reduceat(((new > 0) != (old > 0)).astype(np.int64), starts) > 0
-    keep = ~(moved | pattern)
+    counts = np.diff(pair_ptr)
+    sums = np.repeat(np.add.reduceat(split, starts), counts)
+    share = split / np.where(sums > 0, sums, 1.0)
+    top = np.repeat(np.maximum.reduceat(share, starts), counts)
+    return np.where((share >= min_share) | (share >= top), split, 0.0)
+
+
+def deadband_keep(new: np.ndarray, old: np.ndarray | None, pair_ptr: np.ndarray, max_distance: float,
+                  act_now: np.ndarray | None = None, moved_bps_per_unit: np.ndarray | None = None,
+                  max_moved_bps: np.ndarray | None = None) -> np.ndarray:
+    """bool [pairs]: pairs whose installed weights ``old`` are kept instead of ``new``.
+
+    A pair keeps its installed split while the L1 distance between the two splits (sum over its paths
+    of the change of share, 0..2; twice the fraction of its traffic that would change path) is at most
+    ``max_distance``, including a path starting or stopping; or, given ``moved_bps_per_unit`` (its
+    demand / 2, so that distance x it = traffic that would change path) and ``max_moved_bps`` (per
+    pair), while the traffic that would change path is at most that: a pair whose demand is too small
+    to matter on any of its links is not rewritten for noise. Never kept: pairs in ``act_now`` (a path
+    died, a repair path came or went), pairs with no valid installed group (weights not summing to the
+    same total). ``max_distance <= 0`` keeps nothing."""
+    n_pairs = len(pair_ptr) - 1
+    if max_distance <= 0 or old is None or old.shape != new.shape or n_pairs == 0:
+        return np.zeros(max(n_pairs, 0), dtype=bool)
+    starts = np.asarray(pair_ptr[:-1])
+    total_new = np.add.reduceat(new, starts)
+    total_old = np.add.reduceat(old, starts)
+    dist = np.add.reduceat(np.abs(new - old), starts) / np.where(total_new > 0, total_new, 1)
+    small = dist <= max_distance
+    if moved_bps_per_unit is not None and max_moved_bps is not None:
+        small |= dist * moved_bps_per_unit <= max_moved_bps
+    keep = small & (total_old == total_new) & (total_new > 0)
+    if act_now is not None:
+        keep &= ~act_now
+    return keep
+
+
+def apply_deadband(new: np.ndarray, old: np.ndarray | None, pair_ptr: np.ndarray, max_distance: float,
+                   act_now: np.ndarray | None = None) -> np.ndarray:
+    """``new`` with the installed weights ``old`` kept for the pairs ``deadband_keep`` selects."""
+    keep = deadband_keep(new, old, pair_ptr, max_distance, act_now)
+    if not keep.any():
+        return new
     return np.where(np.repeat(keep, np.diff(pair_ptr)), old, new)

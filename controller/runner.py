@@ -90,7 +90,7 @@ def run(core: ControllerCore, opts: ServeOptions, stop: threading.Event | None =
         metrics_server, _ = core.metrics.serve(opts.metrics_port, opts.http_host)
     core.snapshot = core.make_snapshot()
     if opts.api_port:
-        api_server = serve_state(core.state_json, opts.api_port, opts.http_host)
+        api_server = serve_state(core.state_json, opts.api_port, opts.http_host, groups_optional=True)
     app_module.RUNTIME.update(core=core)
     mgr = AppManager.get_instance()
     mgr.load_apps(["tellm.controller.app"])

@@ -46,6 +46,7 @@ def make_snapshot(core: ControllerCore) -> dict:
         "discovery": discovery_json(core.discovery, core.label_base),
         "hosts": [{"ip": h.ip, "mac": h.mac, "dpid": h.dpid, "port": h.port} for h in core.hosts.values()],
         "traffic_matrix_bps": [], "traffic_matrix_total_bps": 0.0, "mlu": 0.0, "predicted_mlu": None,
+        "predicted_link_utilization": {}, "router_predicted_mlu": None, "routing_age_seconds": None, "routing": {},
         "shortest_path_mlu": None, "link_utilization": {}, "link_throughput_bps": {},
         "router": None, "router_configured": getattr(core.router, "name", str(core.router)),
         "last_routing_time": core.routing_time, "routing_seconds": None, "loops": core.loops,
@@ -68,6 +69,9 @@ def make_snapshot(core: ControllerCore) -> dict:
         path_alive(core.paths, up), gid_of, dict(core.realised))
     r = core.routing
     demand = core.pair_demand_bps(tm)
+    # Predicted loads are those of the installed weights (quantised, small paths dropped, deadband
+    # applied), not of the router's raw split: that is what the switches are asked to realise.
+    predicted = None if core.weights is None else link_loads(core.paths, core.installed_split(), demand)
     sp = core.counterfactual_split(up)
     snap["topology"].update({
         "name": topo.name, "nodes": list(topo.nodes), "dpids": [int(x) for x in core.node_dpid],
@@ -78,12 +82,17 @@ def make_snapshot(core: ControllerCore) -> dict:
         "traffic_matrix_bps": tm.tolist(),
         "traffic_matrix_total_bps": float(tm.sum()),
         "mlu": float(np.max(util, initial=0.0)),
-        "predicted_mlu": None if r is None else float(r.predicted_mlu),
+        "predicted_mlu": None if predicted is None else mlu(topo, predicted),
+        "predicted_link_utilization": {} if predicted is None else
+        dict(zip(core.link_names, (predicted / topo.capacity_bps).tolist())),
+        "router_predicted_mlu": None if r is None else float(r.predicted_mlu),
         "shortest_path_mlu": mlu(topo, link_loads(core.paths, sp, demand)),
         "link_utilization": dict(zip(core.link_names, util.tolist())),
         "link_throughput_bps": dict(zip(core.link_names, thr.tolist())),
         "router": None if r is None else r.router,
         "routing_seconds": None if r is None else r.seconds,
+        "routing_age_seconds": core.routing_age_seconds(),
+        "routing": core.routing_status(),
         "repair": core.repair.state_json(),
         "forwarding": core.forwarding_json(),
         "_groups": frozen,

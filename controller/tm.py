@@ -28,14 +28,14 @@ class TMEstimator:
     smoothed snapshots ``snapshot()`` keeps.
     """
 
-    def __init__(self, num_nodes: int, alpha: float = 1.0, history: int = 60):
+    def __init__(self, num_nodes: int, alpha: float = 1.0, history: int = 60, min_dt_seconds: float = 0.0):
         if not 0 < alpha <= 1:
             raise ValueError("EWMA alpha must be in (0, 1]")
         if history < 1:
             raise ValueError("history must be >= 1")
         self.num_nodes = num_nodes
         self.alpha = alpha
-        self._bytes = RateEstimator(num_nodes * num_nodes)
+        self._bytes = RateEstimator(num_nodes * num_nodes, min_dt_seconds=min_dt_seconds)
         self._smoothed = np.zeros(num_nodes * num_nodes)
         self._seen = np.zeros(num_nodes * num_nodes, dtype=bool)
         self.history: deque[TMSample] = deque(maxlen=history)
@@ -47,9 +47,8 @@ class TMEstimator:
         if src.size and (src.min() < 0 or dst.min() < 0 or max(src.max(), dst.max()) >= self.num_nodes):
             raise ValueError("TM counter for a node outside the topology")
         idx = src * self.num_nodes + dst
-        before = np.isfinite(self._bytes.last_time[idx])
         rate_bps = self._bytes.update(idx, byte_count, time_seconds) * 8.0
-        fresh = before & np.isfinite(self._bytes.last_time[idx])
+        fresh = self._bytes.updated
         idx, rate_bps = idx[fresh], rate_bps[fresh]
         first = ~self._seen[idx]
         self._smoothed[idx] = np.where(first, rate_bps,

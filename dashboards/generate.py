@@ -271,6 +271,15 @@ CONTROL_LOOP = Dashboard(
             graph("Control loop iterations per second", "Should equal 1 / poll interval.",
                   q(f"sum(rate(tellm_control_loop_duration_seconds_count{{{CONTROLLER}}}[{RATE}]))", "iterations/s"),
                   min_val=0),
+            graph("Routing age and late intervals",
+                  "Age of the installed routing (since its input was taken); intervals whose work overran the poll "
+                  "interval, intervals that found the router still busy, and late routings dropped because the "
+                  "network changed meanwhile (per second).",
+                  q(f"tellm_routing_age_seconds{{{CONTROLLER}}}", "routing age (s)"),
+                  q(f"rate(tellm_control_interval_overruns_total{{{CONTROLLER}}}[{RATE}])", "overruns/s"),
+                  q(f"rate(tellm_router_busy_intervals_total{{{CONTROLLER}}}[{RATE}])", "router busy/s"),
+                  q(f"rate(tellm_routings_discarded_total{{{CONTROLLER}}}[{RATE}])", "dropped routings/s"),
+                  min_val=0),
         ]),
         ("Fallbacks and group updates", lambda: [
             graph("Fallbacks by reason",
@@ -285,6 +294,10 @@ CONTROL_LOOP = Dashboard(
                    q(f"tellm_group_updates_total{{{CONTROLLER}}}", instant=True), width=6),
             graph("Group updates per second", "Select groups (re)installed per second (make-before-break updates).",
                   q(f"rate(tellm_group_updates_total{{{CONTROLLER}}}[{RATE}])", "groups/s"), min_val=0),
+            graph("Pairs held by the weight deadband",
+                  "Pairs whose installed split the last plan kept because the router's new one was within the "
+                  "deadband (fewer group rewrites).",
+                  q(f"tellm_deadband_pairs{{{CONTROLLER}}}", "pairs"), min_val=0),
             graph("OpenFlow update messages per second",
                   "Label, group and classification messages of update plans sent to the switches (barriers not "
                   "counted).", q(f"rate(tellm_openflow_messages_total{{{CONTROLLER}}}[{RATE}])", "messages/s"),

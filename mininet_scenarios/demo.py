@@ -35,6 +35,7 @@ class DemoConfig:
     poll_interval_seconds: float = 1.0
     out: Path = Path("tellm-demo")
     lock_timeout_seconds: float = 900.0
+    controller_flags: tuple[str, ...] = ()  # more `tellm controller` options for every phase
 
 
 def run_demo(cfg: DemoConfig, console) -> dict:
@@ -84,7 +85,8 @@ def run_demo(cfg: DemoConfig, console) -> dict:
                         results[router] = O.run_phase(scenario, topo_yaml, router, tm.demand_bps,
                                                       cfg.duration_seconds, workdir, inference, events, on_sample,
                                                       on_status, flows=cfg.flows,
-                                                      poll_interval_seconds=cfg.poll_interval_seconds)
+                                                      poll_interval_seconds=cfg.poll_interval_seconds,
+                                                      controller_flags=list(cfg.controller_flags))
                     except O.RunError as exc:
                         raise O.RunError(f"phase {router}: {exc}") from None
     except KeyboardInterrupt:

@@ -167,9 +167,11 @@ def start_controller(topology_yaml: Path | None, router: str, ports: ControllerP
     return svc
 
 
-def controller_state(api_port: int) -> dict | None:
+def controller_state(api_port: int, groups: bool = True) -> dict | None:
+    """GET /state; ``groups=False``: without the per-pair groups (cheap for the controller)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/state", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/state{'' if groups else '?groups=0'}",
+                                    timeout=2) as r:
             return json.loads(r.read())
     except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
         return None
@@ -187,8 +189,10 @@ def controller_metric(metrics_port: int, name: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------ reachability
-#: Destinations pinged at once from one host (see ping_all).
+#: Destinations pinged at once from one host (see ping_all), and pings in flight over all hosts: on a
+#: 60-host testbed 16 per host (960 ping processes at once) starved Open vSwitch on a 2-core machine.
 PING_BATCH = 16
+PINGS_AT_ONCE = 120
 
 
 def ping_all(testbed, timeout_seconds: float = 1.0, pairs: list[tuple[str, str]] | None = None
@@ -200,11 +204,13 @@ def ping_all(testbed, timeout_seconds: float = 1.0, pairs: list[tuple[str, str]]
     for s, d in pairs if pairs is not None else [(s, d) for s in names for d in names if s != d]:
         todo.setdefault(s, []).append(d)
     w = max(1, int(round(timeout_seconds)))
+    per_host = max(1, min(PING_BATCH, PINGS_AT_ONCE // max(1, len(todo))))
     out = {}
     # A host's shell reads one command line per round: at most PING_BATCH destinations, so that the
-    # line stays under the terminal's 4096-character limit (a longer one never completes).
-    for lo in range(0, max((len(d) for d in todo.values()), default=0), PING_BATCH):
-        batch = {s: dsts[lo:lo + PING_BATCH] for s, dsts in todo.items() if dsts[lo:lo + PING_BATCH]}
+    # line stays under the terminal's 4096-character limit (a longer one never completes), and at most
+    # PINGS_AT_ONCE pings over all hosts.
+    for lo in range(0, max((len(d) for d in todo.values()), default=0), per_host):
+        batch = {s: dsts[lo:lo + per_host] for s, dsts in todo.items() if dsts[lo:lo + per_host]}
         for s, dsts in batch.items():
             script = " ".join(f"(ping -n -q -c1 -W{w} {ip[d]} >/dev/null 2>&1 && echo OK {d} || echo NO {d}) &"
                               for d in dsts)
@@ -242,6 +248,9 @@ class Sample:
     predicted_mlu: float | None
     router: str | None
     event: str = ""
+    realisation_max: float | None = None  # max over up links of |measured - predicted| utilisation
+    routing_seconds: float | None = None
+    routing_age_seconds: float | None = None
 
 
 @dataclass
@@ -251,6 +260,7 @@ class PhaseResult:
     sent: int = 0
     received: int = 0
     events: list[tuple[float, str]] = field(default_factory=list)
+    loop: dict = field(default_factory=dict)  # loopcheck.loop_summary
 
     def steady_mlu(self, skip_seconds: float, until_seconds: float | None = None) -> float:
         xs = [s.measured_mlu for s in self.samples
@@ -268,9 +278,11 @@ def measured_utilisation(tb, prev_bytes: np.ndarray, dt_seconds: float, link_up:
 def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: np.ndarray,
               duration_seconds: float, workdir: Path, inference_address: str, events: list[Event] | None = None,
               on_sample: Callable[[Sample], None] | None = None, on_status: Callable[[str], None] | None = None,
-              flows: int = 128, poll_interval_seconds: float = 1.0, settle_seconds: float = 3.0) -> PhaseResult:
+              flows: int = 128, poll_interval_seconds: float = 1.0, settle_seconds: float = 3.0,
+              controller_flags: list[str] | None = None) -> PhaseResult:
     """Controller (``router``) + Mininet + traffic for ``duration_seconds``; one Sample per second.
     The caller holds the Mininet lock and has OVS running."""
+    from .loopcheck import link_loads_pair, loop_summary
     from .net import Testbed
 
     status = on_status or (lambda msg: None)
@@ -279,7 +291,8 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
     phase_dir = workdir / router
     phase_dir.mkdir(parents=True, exist_ok=True)
     status(f"[{router}] starting the controller")
-    ctl = start_controller(topology_yaml, router, ports, inference_address, phase_dir, poll_interval_seconds)
+    ctl = start_controller(topology_yaml, router, ports, inference_address, phase_dir, poll_interval_seconds,
+                           extra=controller_flags)
     tb = run = None
     result = PhaseResult(router)
     try:
@@ -287,16 +300,19 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
                f"{len(scenario.hosts())} hosts, {len(scenario.links)} links")
         tb = Testbed.start(scenario, of_port=ports.of_port)
         n = len(scenario.switches)
-        wait_until(lambda: len(controller_state(ports.api_port)["topology"]["connected_switches"]) == n,
+        wait_until(lambda: len(controller_state(ports.api_port, groups=False)["topology"]["connected_switches"]) == n,
                    60, f"all {n} switches to connect to the controller", ctl)
         status(f"[{router}] waiting until every host pair answers ping")
-        wait_all_reachable(tb, 60)
+        # ping_all pings at most PINGS_AT_ONCE pairs at a time: a big testbed needs more rounds.
+        wait_all_reachable(tb, max(60.0, 2.0 * len(scenario.hosts())))
         run = TrafficRun(tb, demand_bps, duration_seconds, phase_dir / "traffic", events=events, flows=flows)
         start = run.start()
         while time.time() < start:
             time.sleep(0.02)
         status(f"[{router}] traffic running for {duration_seconds:.0f} s")
         topo = scenario.topology
+        link_names = [topo.link_name(i) for i in range(topo.num_links)]
+        loads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         link_up = np.ones(topo.num_links, dtype=bool)
         prev = tb.tx_bytes()
         t_prev = time.monotonic()
@@ -315,12 +331,18 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
                 label = ", ".join(x for x in (label, e.label()) if x)
             if el >= next_tick:
                 now = time.monotonic()
-                util, prev = measured_utilisation(tb, prev, now - t_prev, link_up)
+                dt = now - t_prev
+                util, prev = measured_utilisation(tb, prev, dt, link_up)
                 t_prev = now
-                st = controller_state(ports.api_port) or {}
+                st = controller_state(ports.api_port, groups=False) or {}
                 sp = st.get("shortest_path_mlu")
+                pair = link_loads_pair(util, link_names, link_up, st)
+                dev = None if pair is None else np.abs(pair[0] - pair[1])
+                if pair is not None and dt >= 0.5:  # a late sample's short window is mostly noise
+                    loads[round(el)] = pair
                 s = Sample(round(el), float(util.max(initial=0.0)), st.get("mlu"), sp, st.get("predicted_mlu"),
-                           st.get("router"), label)
+                           st.get("router"), label, None if dev is None else float(np.nanmax(dev, initial=0.0)),
+                           st.get("routing_seconds"), st.get("routing_age_seconds"))
                 label = ""
                 result.samples.append(s)
                 if on_sample:
@@ -335,6 +357,16 @@ def run_phase(scenario: Scenario, topology_yaml: Path, router: str, demand_bps: 
         run.stop_receivers()
         loss = run.loss()
         result.sent, result.received = loss.sent, loss.received
+        status(f"[{router}] pinging every host pair under the installed routing")
+        reached = ping_all(tb, 1.0)
+        st = controller_state(ports.api_port, groups=False) or {}
+        result.loop = loop_summary(result.samples, loads, events, min(5.0, 0.2 * duration_seconds),
+                                   st.get("intervals"), {"reached": sum(reached.values()), "pairs": len(reached)})
+        result.loop["controller_metrics"] = {
+            name: controller_metric(ports.metrics_port, name) for name in (
+                "tellm_inference_request_duration_seconds_sum", "tellm_inference_request_duration_seconds_count",
+                "tellm_fallback_total", "tellm_openflow_messages_total", "tellm_control_interval_overruns_total",
+                "tellm_router_busy_intervals_total", "tellm_group_updates_total")}
         return result
     finally:
         if run is not None:

@@ -66,6 +66,7 @@ def summarise(scenario, tm, routers, results, events, duration_seconds: float) -
             "sent": res.sent, "received": res.received,
             "samples": [s.__dict__ for s in res.samples],
             "events": res.events,
+            "loop": res.loop,
         }
     return {"scenario": scenario.name, "tm_total_bps": tm.total_bps, "duration_seconds": duration_seconds,
             "warmup_seconds": warm, "events": [e.__dict__ for e in events], "phases": phases}
@@ -86,6 +87,16 @@ def print_summary(console, summary: dict, routers: list[str]) -> None:
         t.add_row(ROUTER_TITLES[r], fmt(s["steady_mlu"]), fmt(s["mean_mlu"]), fmt(s["peak_mlu"]),
                   f"{s['received']}/{s['sent']}")
     console.print(t)
+    for r in routers:
+        lp = summary["phases"][r].get("loop") or {}
+        if lp:
+            re_, iv, ping = lp["realisation"], lp["intervals"], lp.get("ping") or {}
+            console.print(f"{ROUTER_TITLES[r]}: ping {ping.get('reached')}/{ping.get('pairs')} pairs; realised vs "
+                          f"predicted link load max {fmt(re_['max'])}, p95 {fmt(re_['p95'])} of capacity per second, "
+                          f"max {fmt(re_['window_max'])} over steady windows; interval "
+                          f"p50 {fmt(iv['period_p50_seconds'])} s, p99 {fmt(iv['period_p99_seconds'])} s, "
+                          f"{iv['overruns']} overrun(s); messages/interval p50 {iv['messages_p50']}, "
+                          f"max {iv['messages_max']}")
     if "ecmp" in routers and len(routers) > 1:
         base = summary["phases"]["ecmp"]["steady_mlu"]
         for r in routers:

@@ -48,8 +48,11 @@ def register(sub) -> None:
                         "nodes else shortest paths); lp: min-MLU LP in-process; ecmp: shortest-path baseline")
     g.add_argument("--inference", default="127.0.0.1:50051", metavar="HOST:PORT",
                    help="address of the inference service (tellm serve)")
-    g.add_argument("--inference-timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="deadline of one inference request")
+    g.add_argument("--inference-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="deadline of one inference request; past it the fallback chain acts (last good routing, "
+                        "then LP or ECMP). The control interval does not wait for the model longer than half a "
+                        "--poll-interval: a later answer is installed at a following interval (GET /state "
+                        "routing.age_seconds)")
     g.add_argument("--of-port", type=int, default=6653, help="OpenFlow listening port")
     g.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listening address")
     add_client_args(p, "the inference service, --inference")
@@ -74,9 +77,20 @@ def register(sub) -> None:
     g.add_argument("--discovery-settle-seconds", type=float, default=3.0, metavar="SECONDS",
                    help="without --topology: route once the discovered switches, links and port speeds have not "
                         "changed for this long (rounded up to whole --poll-interval periods, at least one)")
-    g.add_argument("--weight-deadband", type=int, default=0, metavar="UNITS",
-                   help="keep a pair's installed weights unless a bucket would move by more than UNITS/W "
-                        "(fewer group rewrites from routing noise; adds at most UNITS/W error); 0 = off")
+    g.add_argument("--weight-deadband", type=float, default=0.1, metavar="DISTANCE",
+                   help="keep a pair's installed split while the router's new one is within this L1 distance of it "
+                        "(sum over its paths of the change of share, 0-2: 0.1 = at most 5%% of the pair's traffic "
+                        "would change path), a path starting or stopping included; a path that died or a repair "
+                        "always acts at once. Fewer group and label rewrites from a model's interval-to-interval "
+                        "noise; GET /state predicts loads from the installed split. 0 = off")
+    g.add_argument("--deadband-load", type=float, default=0.005, metavar="FRACTION",
+                   help="also keep a pair's installed split while the traffic that would change path (its demand x "
+                        "half the L1 distance) is at most this fraction of the smallest link capacity on its paths: "
+                        "measurement noise on small demands rewrites no groups. Held pairs never put more than 2%% "
+                        "of a link's capacity over the router's own load on it (those are re-planned). 0 = off")
+    g.add_argument("--min-path-weight", type=float, default=0.03, metavar="SHARE",
+                   help="paths with a smaller share of their pair than this get no bucket and no labels (the pair's "
+                        "other paths take their traffic, renormalised; its largest path always stays). 0 = off")
     # Defaults as ControllerConfig's (tellm.controller.core; literal here so that --help stays light).
     g.add_argument("--of-window", type=int, default=4096, metavar="MESSAGES",
                    help="OpenFlow messages per switch sent but not yet confirmed by a barrier reply: a big update "
@@ -114,7 +128,9 @@ def _config(args):
         raise CLIError("--of-max-rate must be a number >= 0 (0 = no cap)")
     return ControllerConfig(poll_interval_seconds=args.poll_interval, reroute_threshold=args.reroute_threshold,
                             ewma_alpha=args.ewma_alpha, history=args.history, total_weight=args.total_weight,
-                            weight_deadband=args.weight_deadband, of_window_messages=window,
+                            weight_deadband=args.weight_deadband, min_path_weight=args.min_path_weight,
+                            deadband_load=args.deadband_load,
+                            of_window_messages=window,
                             of_max_messages_per_second=rate)
 
 
@@ -185,8 +201,12 @@ def run(args) -> int:
         raise CLIError("--ewma-alpha must be in (0, 1]")
     if not 1 <= args.total_weight <= 256:
         raise CLIError("--total-weight must be between 1 and 256 (Open vSwitch dp_hash limit)")
-    if not 0 <= args.weight_deadband < args.total_weight:
-        raise CLIError("--weight-deadband must be >= 0 and below --total-weight")
+    if not 0 <= args.weight_deadband <= 2:
+        raise CLIError("--weight-deadband must be an L1 distance between 0 and 2 (0 = off)")
+    if not 0 <= args.deadband_load <= 1:
+        raise CLIError("--deadband-load must be a fraction of capacity in [0, 1] (0 = off)")
+    if not 0 <= args.min_path_weight < 1:
+        raise CLIError("--min-path-weight must be a share in [0, 1) (0 = off)")
     for name in ("of_port", "metrics_port", "api_port"):
         v = getattr(args, name)
         if not 0 <= v <= 65535 or (name == "of_port" and v == 0):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 from pathlib import Path
 
@@ -46,10 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flows", type=int, default=128, help="UDP flows (distinct source ports) per host pair")
     p.add_argument("--no-events", action="store_true", help="no burst and no link failure")
     p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS", help="controller interval")
+    p.add_argument("--controller-flags", default="", metavar="FLAGS",
+                   help="more options for every phase's `tellm controller`, as one quoted string (e.g. "
+                        "\"--weight-deadband 0 --min-path-weight 0\" to see the churn without churn control)")
     p.add_argument("--out", type=Path, default=Path("tellm-demo"), help="folder for logs, summary.json, mlu.png")
     p.add_argument("--lock-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="how long to wait for another Mininet experiment on this machine to finish")
     p.set_defaults(func=run)
+
+
+#: Controller options every phase sets itself (mininet_scenarios.orchestrate.start_controller).
+RESERVED_CONTROLLER_FLAGS = frozenset({"--router", "--of-port", "--poll-interval", "--metrics-port", "--api-port",
+                                       "--topology", "--inference"})
 
 
 def run(args) -> int:
@@ -66,6 +75,12 @@ def run(args) -> int:
         raise CLIError("--load must be in (0, 1.5]")
     if not 1 <= args.flows <= 1024:
         raise CLIError("--flows must be between 1 and 1024")
+    try:
+        controller_flags = shlex.split(args.controller_flags)
+    except ValueError as exc:
+        raise CLIError(f"--controller-flags: {exc}") from None
+    if any(f.split("=")[0] in RESERVED_CONTROLLER_FLAGS for f in controller_flags):
+        raise CLIError(f"--controller-flags: the demo sets {', '.join(sorted(RESERVED_CONTROLLER_FLAGS))} itself")
     if os.geteuid() != 0:
         raise CLIError("needs root (Open vSwitch and Mininet create bridges and network namespaces); "
                        "run it with sudo, or use scripts/demo.sh as root")
@@ -86,7 +101,8 @@ def run(args) -> int:
 
     cfg = DemoConfig(scenario=args.scenario, duration_seconds=args.duration, routers=tuple(routers), model=args.model,
                      tm_source=args.tm, load=args.load, seed=args.seed, flows=args.flows, events=not args.no_events,
-                     poll_interval_seconds=args.poll_interval, out=args.out, lock_timeout_seconds=args.lock_timeout)
+                     poll_interval_seconds=args.poll_interval, out=args.out, lock_timeout_seconds=args.lock_timeout,
+                     controller_flags=tuple(controller_flags))
 
     # SIGTERM (e.g. from a CI timeout) unwinds like Ctrl-C so every finally block cleans up.
     def _term(*_):

@@ -9,7 +9,7 @@ from tellm.controller.counters import COUNTER64, RateEstimator, counter_delta
 from tellm.controller.failure import mask_split, path_alive, restrict_paths
 from tellm.controller.groups import LABEL_BASE, POP, Bucket, desired_state
 from tellm.controller.planner import Installed, OpKind, group_id, plan_update
-from tellm.controller.quantise import apply_deadband, quantise_weights, weights_to_split
+from tellm.controller.quantise import apply_deadband, deadband_keep, drop_small_paths, quantise_weights, weights_to_split
 from tellm.controller.tm import TMEstimator, relative_change
 
 from tecore import Topology, check_split
@@ -286,10 +286,31 @@ def test_desired_state_matches_a_per_path_reference():
 
 
 def test_weight_deadband_keeps_small_moves_only():
-    ptr = np.array([0, 2, 4, 6])
-    old = np.array([128, 128, 200, 56, 256, 0])
-    new = np.array([130, 126, 190, 66, 250, 6])  # pair 0 moves 2, pair 1 moves 10, pair 2 starts a path
-    out = apply_deadband(new, old, ptr, 3)
-    assert out.tolist() == [128, 128, 190, 66, 250, 6]
+    ptr = np.array([0, 2, 4, 6, 8])
+    old = np.array([128, 128, 200, 56, 256, 0, 200, 56])
+    # L1 distances: pair 0 0.016, pair 1 0.078, pair 2 (starts a path) 0.047, pair 3 0.23
+    new = np.array([130, 126, 190, 66, 250, 6, 170, 86])
+    assert deadband_keep(new, old, ptr, 0.1).tolist() == [True, True, True, False]
+    assert deadband_keep(new, old, ptr, 0.04).tolist() == [True, False, False, False]
+    out = apply_deadband(new, old, ptr, 0.04)
+    assert out.tolist() == [128, 128, 190, 66, 250, 6, 170, 86]
     assert apply_deadband(new, old, ptr, 0).tolist() == new.tolist()
-    assert apply_deadband(new, None, ptr, 3).tolist() == new.tolist()
+    assert apply_deadband(new, None, ptr, 0.1).tolist() == new.tolist()
+    # Failures act at once whatever the distance; a pair with no valid installed group is never kept.
+    act = np.array([True, False, False, False])
+    assert deadband_keep(new, old, ptr, 0.1, act).tolist() == [False, True, True, False]
+    gone = old.copy()
+    gone[2:4] = 0
+    assert deadband_keep(new, gone, ptr, 2.0).tolist() == [True, False, True, True]
+
+
+def test_small_paths_dropped_and_renormalised():
+    ptr = np.array([0, 3, 6, 8])
+    split = np.array([0.7, 0.28, 0.02, 0.4, 0.4, 0.2, 0.01, 0.01])
+    out = drop_small_paths(split, ptr, 0.05)
+    assert out.tolist() == [0.7, 0.28, 0.0, 0.4, 0.4, 0.2, 0.01, 0.01]  # a pair's largest paths always stay
+    w = quantise_weights(out, ptr)
+    assert w[2] == 0 and np.add.reduceat(w, ptr[:-1]).tolist() == [256, 256, 256]
+    assert drop_small_paths(split, ptr, 0).tolist() == split.tolist()
+    # Unnormalised input: shares are relative to the pair's sum.
+    assert drop_small_paths(np.array([2.0, 0.08]), np.array([0, 2]), 0.05).tolist() == [2.0, 0.0]
