@@ -46,7 +46,7 @@ class OptimumResult:
     conservation_error_bps: float  # largest violation of flow conservation in the returned flows
 
 
-def _demand_matrix(topo: Topology, demand_bps: np.ndarray) -> np.ndarray:
+def demand_matrix(topo: Topology, demand_bps: np.ndarray) -> np.ndarray:
     d = np.array(getattr(demand_bps, "demand_bps", demand_bps), dtype=np.float64)
     n = topo.num_nodes
     if d.shape != (n, n):
@@ -55,6 +55,55 @@ def _demand_matrix(topo: Topology, demand_bps: np.ndarray) -> np.ndarray:
         raise ValueError("demands must be finite and >= 0")
     np.fill_diagonal(d, 0.0)
     return d
+
+
+def source_rhs(d: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """[S, N] right-hand side of the conservation rows: each source's total out, minus each demand in."""
+    b = -d[sources]
+    b[np.arange(sources.size), sources] = d[sources].sum(axis=1)
+    return b
+
+
+def source_flow_model(topo: Topology, sources: np.ndarray, b: np.ndarray, solver: OptimumSolver = "simplex",
+                      time_limit_seconds: float | None = None) -> highspy.Highs:
+    """The min-U LP of the module docstring in HiGHS, with demands already divided by their largest.
+
+    Column (i, l) = flow of source i on link l, index i * L + l; U is the last column. Row (i, v) =
+    conservation of source i at node v, index i * N + v; row S * N + l = load of link l minus U.
+    Each flow column has three entries: +1 in row (i, src l), -1 in row (i, dst l), 1/c_l in link row l
+    (capacities divided by their largest).
+    """
+    n, L, S = topo.num_nodes, topo.num_links, sources.size
+    c_norm = topo.capacity_bps / float(topo.capacity_bps.max())
+    ii = np.repeat(np.arange(S), L)
+    ll = np.tile(np.arange(L), S)
+    rows = np.stack([ii * n + topo.src[ll], ii * n + topo.dst[ll], S * n + ll], axis=1).ravel()
+    vals = np.stack([np.ones(S * L), -np.ones(S * L), 1.0 / c_norm[ll]], axis=1).ravel()
+    indptr = np.arange(0, 3 * S * L + 1, 3)
+    # U column: -1 in every link row.
+    rows = np.concatenate([rows, S * n + np.arange(L)])
+    vals = np.concatenate([vals, -np.ones(L)])
+    indptr = np.concatenate([indptr, [indptr[-1] + L]])
+    n_cols = S * L + 1
+    upper = np.full(n_cols, highspy.kHighsInf)
+    # Flow of source s into s is never useful; fixing it at 0 lets presolve drop those columns.
+    upper[:-1][topo.dst[ll] == sources[ii]] = 0.0
+    return highs_model(np.concatenate([np.zeros(S * L), [1.0]]), np.zeros(n_cols), upper,
+                       np.concatenate([b.ravel(), np.full(L, -highspy.kHighsInf)]),
+                       np.concatenate([b.ravel(), np.zeros(L)]), indptr, rows, vals, solver=solver,
+                       time_limit_seconds=time_limit_seconds)
+
+
+def check_conservation(topo: Topology, d: np.ndarray, sources: np.ndarray, flows_bps: np.ndarray) -> float:
+    """Largest violation of flow conservation of per-source ``flows_bps`` [S, L] for demands ``d``;
+    raises ``LPError`` above 1e-5 of the largest source total."""
+    net = np.zeros((sources.size, topo.num_nodes))
+    np.add.at(net, (slice(None), topo.src), flows_bps)
+    np.subtract.at(net, (slice(None), topo.dst), flows_bps)
+    cons_err = float(np.max(np.abs(net - source_rhs(d, sources)), initial=0.0))
+    if cons_err > 1e-5 * float(d.sum(axis=1).max()):
+        raise LPError(f"optimum check failed: flow conservation off by {cons_err:.3g} bit/s")
+    return cons_err
 
 
 def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
@@ -72,7 +121,7 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
     independent check (conservation, MLU recomputed from loads vs the solver's objective).
     """
     t0 = time.perf_counter()
-    d = _demand_matrix(topo, demand_bps)
+    d = demand_matrix(topo, demand_bps)
     n, L = topo.num_nodes, topo.num_links
     sources = np.flatnonzero(d.sum(axis=1) > 0)
     S = sources.size
@@ -82,30 +131,10 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
     # Keep coefficients near 1: HiGHS tolerances are absolute.
     dmax = float(d.max())
     cmax = float(topo.capacity_bps.max())
-    c_norm = topo.capacity_bps / cmax
-    b = -d[sources] / dmax  # [S, N]
-    b[np.arange(S), sources] = d[sources].sum(axis=1) / dmax
-
-    # Column (i, l) = flow of source i on link l, index i * L + l; U is the last column.
-    # Each flow column has three entries: +1 in row (i, src l), -1 in row (i, dst l), 1/c_l in link row l.
-    ii = np.repeat(np.arange(S), L)
-    ll = np.tile(np.arange(L), S)
-    rows = np.stack([ii * n + topo.src[ll], ii * n + topo.dst[ll], S * n + ll], axis=1).ravel()
-    vals = np.stack([np.ones(S * L), -np.ones(S * L), 1.0 / c_norm[ll]], axis=1).ravel()
-    indptr = np.arange(0, 3 * S * L + 1, 3)
-    # U column: -1 in every link row.
-    rows = np.concatenate([rows, S * n + np.arange(L)])
-    vals = np.concatenate([vals, -np.ones(L)])
-    indptr = np.concatenate([indptr, [indptr[-1] + L]])
+    b = source_rhs(d, sources) / dmax  # [S, N]
+    h = source_flow_model(topo, sources, b, solver, time_limit_seconds)
     n_cols, n_rows = S * L + 1, S * n + L
-
-    upper = np.full(n_cols, highspy.kHighsInf)
-    # Flow of source s into s is never useful; fixing it at 0 lets presolve drop those columns.
-    upper[:-1][topo.dst[ll] == sources[ii]] = 0.0
-    h = highs_model(np.concatenate([np.zeros(S * L), [1.0]]), np.zeros(n_cols), upper,
-                    np.concatenate([b.ravel(), np.full(L, -highspy.kHighsInf)]),
-                    np.concatenate([b.ravel(), np.zeros(L)]), indptr, rows, vals, solver=solver,
-                    time_limit_seconds=time_limit_seconds)
+    ll = np.tile(np.arange(L), S)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
     run_to_optimum(h)
@@ -127,13 +156,7 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
     mlu_check = float(np.max(loads / topo.capacity_bps, initial=0.0))
     u_solver = float(x[-1]) * dmax / cmax
     # Independent check: conservation of the returned flows, and MLU recomputed from loads.
-    net = np.zeros((S, n))
-    np.add.at(net, (slice(None), topo.src), flows)
-    np.subtract.at(net, (slice(None), topo.dst), flows)
-    cons_err = float(np.max(np.abs(net - b * dmax)))
-    scale = float(d.sum(axis=1).max())
-    if cons_err > 1e-5 * scale:
-        raise LPError(f"optimum check failed: flow conservation off by {cons_err:.3g} bit/s")
+    cons_err = check_conservation(topo, d, sources, flows)
     if shorten is None and abs(mlu_check - u_solver) > rel_check_tol * max(mlu_check, u_solver) + 1e-12:
         raise LPError(f"optimum check failed: solver MLU {u_solver:.9g}, recomputed {mlu_check:.9g}")
     status = h.modelStatusToString(h.getModelStatus())
@@ -153,7 +176,7 @@ def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,
     """
     from scipy.sparse.csgraph import breadth_first_order
 
-    d = _demand_matrix(topo, demand_bps)
+    d = demand_matrix(topo, demand_bps)
     n, L = topo.num_nodes, topo.num_links
     link_of = sp.csr_matrix((np.arange(1, L + 1), (topo.src, topo.dst)), shape=(n, n)).toarray() - 1
     out: dict[tuple[int, int], list[tuple[list[int], float]]] = {}
