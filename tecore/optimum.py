@@ -194,16 +194,31 @@ def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,
             reachable = targets[pred[targets] >= 0]
             if reachable.size == 0:
                 break  # what is left is below tolerance or solver noise on cycles
-            for t in reachable.tolist():
-                nodes = [t]
-                while nodes[-1] != s:
-                    nodes.append(int(pred[nodes[-1]]))
-                nodes.reverse()
-                links = link_of[nodes[:-1], nodes[1:]]
-                amount = min(float(owed[t]), float(flow[links].min()))
+            # Tree paths of all reachable targets at once: column j climbs from reachable[j] to s.
+            climb = [reachable]
+            while np.any(climb[-1] != s):
+                climb.append(np.where(climb[-1] == s, s, pred[climb[-1]]))
+            anc = np.stack(climb)  # [depth + 1, R]
+            below = anc[:-1] != s  # step j of column r is a link (anc[j + 1, r] -> anc[j, r])
+            links = link_of[anc[1:], anc[:-1]]
+            hops = below.sum(axis=0)
+            node_rows = anc.T.tolist()
+            need = np.bincount(links[below], weights=np.broadcast_to(owed[reachable], links.shape)[below],
+                               minlength=L)
+            if np.all(need <= flow + eps):
+                # No link runs dry this round (within the noise tolerance), so every push is the whole
+                # of what is owed.
+                flow = np.maximum(flow - need, 0.0)
+                for r, t in enumerate(reachable.tolist()):
+                    out.setdefault((s, t), []).append((node_rows[r][hops[r]::-1], float(owed[t])))
+                owed[reachable] = 0.0
+                continue
+            for r, t in enumerate(reachable.tolist()):
+                path_links = links[:hops[r], r]
+                amount = min(float(owed[t]), float(flow[path_links].min()))
                 if amount <= eps:
                     continue  # an earlier push this round emptied a link of this tree path
-                flow[links] -= amount
+                flow[path_links] -= amount
                 owed[t] -= amount
-                out.setdefault((s, t), []).append((nodes, amount))
+                out.setdefault((s, t), []).append((node_rows[r][hops[r]::-1], amount))
     return out

@@ -95,7 +95,7 @@ def compose(topo: Topology, k: int, pairs: np.ndarray, base: FlatPaths,
     """Per pair: base's first path, the seeded paths by share, base's other paths; k of them, with the
     last slot given to a covering candidate where the first k leave an avoidable link on every path.
     ``max_cost`` [P] (with ``link_cost`` [L]) drops seeded paths costlier than the pair's bound."""
-    groups = link_groups(topo)
+    groups = link_groups(topo).tolist()
     starts = np.searchsorted(base.pair, np.arange(pairs.shape[0]))
     ends = np.searchsorted(base.pair, np.arange(pairs.shape[0]), side="right")
     links_list = base.links.tolist()
@@ -120,12 +120,13 @@ def compose(topo: Topology, k: int, pairs: np.ndarray, base: FlatPaths,
                      np.array(out_links, np.int64))
 
 
-def _covering(chosen: list[tuple[int, ...]], spare: list[tuple[int, ...]], groups: np.ndarray,
+def _covering(chosen: list[tuple[int, ...]], spare: list[tuple[int, ...]], groups: list[int],
               own: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """``chosen`` unless its paths share a group that the least-overlap paths ``own`` show avoidable;
-    then its last path is replaced by the first spare candidate that avoids what the rest share."""
+    """``chosen`` unless its paths share a group (``groups``: link -> cable group) that the
+    least-overlap paths ``own`` show avoidable; then its last path is replaced by the first spare
+    candidate that avoids what the rest share."""
     def gset(p):
-        return set(groups[list(p)].tolist())
+        return {groups[l] for l in p}
 
     shared = set.intersection(*(gset(p) for p in chosen))
     unavoidable = set.intersection(*(gset(p) for p in own))  # what every least-overlap path crosses

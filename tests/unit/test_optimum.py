@@ -128,3 +128,22 @@ def test_shorten_keeps_mlu_and_shortens_routes():
     short = solve_optimum(t, tm, shorten="hop", shorten_slack=1e-4)
     assert plain.mlu <= short.mlu <= plain.mlu * (1 + 1e-4) + 1e-12
     assert short.flows_bps.sum() <= plain.flows_bps.sum() * (1 + 1e-9)  # total hop x flow
+
+
+def test_chained_optimum_matches_from_scratch_solves():
+    # Re-solving one model per pass from the previous TM's basis reaches the same optima: min MLU, and
+    # the same least total hop x flow within that MLU cap, for TMs of different families in a row.
+    from tecore.seedlp import ChainedOptimum
+
+    g = nx.grid_2d_graph(4, 4)
+    t = Topology.from_networkx(nx.relabel_nodes(g, {v: f"{v[0]}_{v[1]}" for v in g}), name="grid4")
+    chain = ChainedOptimum(t)
+    for fam in ("gravity", "hotspot", "bimodal"):
+        tm = generate(t, fam, 1, seed=7)[0]
+        cold = solve_optimum(t, tm, shorten="hop")
+        warm = chain.solve(tm)
+        assert warm.mlu <= solve_optimum(t, tm).mlu * (1 + 1e-4) + 1e-12
+        assert warm.flows_bps.sum() == pytest.approx(cold.flows_bps.sum(), rel=1e-6)
+        assert warm.conservation_error_bps <= 1e-6 * tm.demand_bps.sum()
+    with pytest.raises(ValueError):
+        ChainedOptimum(t, shorten="nope")
