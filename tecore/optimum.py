@@ -164,9 +164,10 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
                          sources.astype(np.int64), flows, cons_err)
 
 
-def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,
-                    rel_tol: float = 1e-6) -> dict[tuple[int, int], list[tuple[list[int], float]]]:
-    """Split each source's optimal flow into loop-free s->t paths: {(s, t): [(nodes, bps), ...]}.
+def decompose_flows(topo: Topology, demand_bps, result: OptimumResult, rel_tol: float = 1e-6,
+                    as_links: bool = False) -> dict[tuple[int, int], list[tuple[list[int], float]]]:
+    """Split each source's optimal flow into loop-free s->t paths: {(s, t): [(nodes, bps), ...]}
+    (with ``as_links``, each path as a tuple of link ids instead of a node list).
 
     Per source, repeatedly take the BFS tree (fewest hops) over links that still carry flow and push
     min(remaining demand, bottleneck) along the tree path of every destination still owed traffic.
@@ -202,7 +203,8 @@ def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,
             below = anc[:-1] != s  # step j of column r is a link (anc[j + 1, r] -> anc[j, r])
             links = link_of[anc[1:], anc[:-1]]
             hops = below.sum(axis=0)
-            node_rows = anc.T.tolist()
+            rows = (links if as_links else anc).T.tolist()
+            last = hops - 1 if as_links else hops  # a path's last entry in its (reversed) row
             need = np.bincount(links[below], weights=np.broadcast_to(owed[reachable], links.shape)[below],
                                minlength=L)
             if np.all(need <= flow + eps):
@@ -210,7 +212,7 @@ def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,
                 # of what is owed.
                 flow = np.maximum(flow - need, 0.0)
                 for r, t in enumerate(reachable.tolist()):
-                    out.setdefault((s, t), []).append((node_rows[r][hops[r]::-1], float(owed[t])))
+                    out.setdefault((s, t), []).append((_path(rows[r], last[r], as_links), float(owed[t])))
                 owed[reachable] = 0.0
                 continue
             for r, t in enumerate(reachable.tolist()):
@@ -220,5 +222,11 @@ def decompose_flows(topo: Topology, demand_bps, result: OptimumResult,
                     continue  # an earlier push this round emptied a link of this tree path
                 flow[path_links] -= amount
                 owed[t] -= amount
-                out.setdefault((s, t), []).append((node_rows[r][hops[r]::-1], amount))
+                out.setdefault((s, t), []).append((_path(rows[r], last[r], as_links), amount))
     return out
+
+
+def _path(row: list[int], last: int, as_links: bool):
+    """The s->t path held reversed in ``row[:last + 1]``: a node list, or a link-id tuple."""
+    path = row[last::-1]
+    return tuple(path) if as_links else path

@@ -13,7 +13,7 @@ import numpy as np
 
 from .coverage import uncovered_pairs
 from .diverse import FlatPaths
-from .links import link_groups, link_matrix
+from .links import link_groups
 from .optimum import decompose_flows
 from .pathpool import with_progress
 from .seedlp import ChainedOptimum
@@ -46,14 +46,14 @@ def seeding_fits(topo: Topology) -> bool:
 def _seed_chain(topo: Topology, tms: list) -> list[list[tuple[int, int, tuple[int, ...], float]]]:
     """Per TM of one chain (each LP warm-started from the previous TM's): (s, t, link ids, share of the
     pair's demand) of every path of its shortened optimum."""
-    lm = link_matrix(topo)
     chain = ChainedOptimum(topo, shorten="hop")
     out = []
     for tm in tms:
         res = chain.solve(tm)
         d = tm.demand_bps
-        out.append([(s, t, tuple(lm[nodes[:-1], nodes[1:]].tolist()), bps / d[s, t])
-                    for (s, t), flows in decompose_flows(topo, tm, res).items() for nodes, bps in flows])
+        out.append([(s, t, links, bps / d[s, t])
+                    for (s, t), flows in decompose_flows(topo, tm, res, as_links=True).items()
+                    for links, bps in flows])
     return out
 
 
