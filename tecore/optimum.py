@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import shortest_path
 
 from .lp import LPError, highs_model, run_to_optimum
 from .topology import Topology
@@ -94,6 +95,52 @@ def source_flow_model(topo: Topology, sources: np.ndarray, b: np.ndarray, solver
                        time_limit_seconds=time_limit_seconds)
 
 
+#: HiGHS ``simplex_strategy`` of primal simplex: used from a primal feasible starting basis (the
+#: fewest-hop routing, or the min-MLU optimum for the shorten pass).
+_PRIMAL_SIMPLEX = 4
+
+
+def tree_start_basis(topo: Topology, sources: np.ndarray, b: np.ndarray) -> highspy.HighsBasis:
+    """A primal feasible basis of ``source_flow_model(topo, sources, b)``: each source's flow on its
+    fewest-hop tree, U at the resulting MLU.
+
+    Basic: per source, the tree link into every node it reaches and the conservation slack of every
+    other node (itself, the unreached); U, and every link row's slack but the most loaded link's
+    (at its upper bound 0). That is block triangular, so nonsingular. Primal simplex from here takes a
+    few thousand iterations on a 200-node WAN where dual simplex from the slack basis takes ~50,000.
+    """
+    n, L, S = topo.num_nodes, topo.num_links, sources.size
+    g = sp.csr_matrix((np.ones(L), (topo.src, topo.dst)), shape=(n, n))
+    _, pred = shortest_path(g, unweighted=True, indices=sources, return_predecessors=True)
+    link_of = np.full((n, n), -1, dtype=np.int64)
+    link_of[topo.src, topo.dst] = np.arange(L)
+    rows, v = np.nonzero(pred >= 0)  # (source row, node it reaches through a tree link)
+    # Link loads of the tree routing: every demand climbs its tree path to the source.
+    load = np.zeros(L)
+    cur, at, amount = v, rows, -b[rows, v]
+    while cur.size:
+        up = pred[at, cur]
+        load += np.bincount(link_of[up, cur], weights=amount, minlength=L)
+        more = up != sources[at]
+        cur, at, amount = up[more], at[more], amount[more]
+    c_norm = topo.capacity_bps / float(topo.capacity_bps.max())
+    col_basic = np.zeros(S * L + 1, dtype=bool)
+    col_basic[rows * L + link_of[pred[rows, v], v]] = True
+    col_basic[-1] = True
+    row_basic = np.ones(S * n + L, dtype=bool)
+    row_basic[rows * n + v] = False
+    top = S * n + int(np.argmax(load / c_norm))
+    row_basic[top] = False
+    basic, lower = highspy.HighsBasisStatus.kBasic, highspy.HighsBasisStatus.kLower
+    basis = highspy.HighsBasis()
+    basis.col_status = [basic if x else lower for x in col_basic.tolist()]
+    row_status = [basic if x else lower for x in row_basic.tolist()]
+    row_status[top] = highspy.HighsBasisStatus.kUpper
+    basis.row_status = row_status
+    basis.valid = True
+    return basis
+
+
 def check_conservation(topo: Topology, d: np.ndarray, sources: np.ndarray, flows_bps: np.ndarray) -> float:
     """Largest violation of flow conservation of per-source ``flows_bps`` [S, L] for demands ``d``;
     raises ``LPError`` above 1e-5 of the largest source total."""
@@ -109,13 +156,18 @@ def check_conservation(topo: Topology, d: np.ndarray, sources: np.ndarray, flows
 def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
                   time_limit_seconds: float | None = None,
                   shorten: str | None = None, shorten_slack: float = 1e-4,
-                  rel_check_tol: float = 1e-5) -> OptimumResult:
+                  rel_check_tol: float = 1e-5, tree_start: bool = False) -> OptimumResult:
     """Minimum MLU over all routings of ``demand_bps`` ([N, N] array or TrafficMatrix).
 
     ``shorten`` = "hop" or "latency" runs a second pass that keeps MLU within ``shorten_slack``
     (relative) of the optimum and minimises total flow x path cost: the same MLU carried on short
     routes and without circulations, which is what path seeding wants. The reported ``mlu`` is
-    then that second solution's (at most optimum x (1 + slack)).
+    then that second solution's (at most optimum x (1 + slack)); with ``solver="simplex"`` it runs
+    primal simplex from the first pass's optimal basis (primal feasible for it).
+
+    ``tree_start`` (simplex only) starts primal simplex from the fewest-hop routing
+    (``tree_start_basis``) instead of dual simplex from scratch: the same MLU, several times faster on
+    large WANs, possibly another of the optimal routings where several tie.
 
     Raises ``LPError`` when HiGHS stops short of optimal or when the returned flows fail the
     independent check (conservation, MLU recomputed from loads vs the solver's objective).
@@ -135,6 +187,9 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
     h = source_flow_model(topo, sources, b, solver, time_limit_seconds)
     n_cols, n_rows = S * L + 1, S * n + L
     ll = np.tile(np.arange(L), S)
+    if tree_start and solver == "simplex":
+        h.setBasis(tree_start_basis(topo, sources, b))
+        h.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
     run_to_optimum(h)
@@ -148,6 +203,8 @@ def solve_optimum(topo: Topology, demand_bps, solver: OptimumSolver = "simplex",
         h.changeColBounds(n_cols - 1, 0.0, u_opt * (1.0 + shorten_slack) + 1e-12)
         cost = np.concatenate([metric[ll], [0.0]])
         h.changeColsCost(n_cols, np.arange(n_cols, dtype=np.int32), cost)
+        if solver == "simplex":
+            h.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
         run_to_optimum(h)
     solve = time.perf_counter() - t1
     x = np.asarray(h.getSolution().col_value)

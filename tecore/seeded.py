@@ -14,9 +14,8 @@ import numpy as np
 from .coverage import uncovered_pairs
 from .diverse import FlatPaths
 from .links import link_groups
-from .optimum import decompose_flows
+from .optimum import decompose_flows, solve_optimum
 from .pathpool import with_progress
-from .seedlp import ChainedOptimum
 from .topology import Topology
 from .traffic import generate
 
@@ -25,9 +24,6 @@ SEED_TOPUP_STRATEGY = "diverse"
 #: TM families the optimum-seeded strategy samples, and how many of each.
 SEED_FAMILIES = ("gravity", "hotspot", "bimodal")
 SEED_TMS_PER_FAMILY = 2
-#: The sample TMs are solved in this many fixed chains, TM i in chain i % SEED_CHAINS (each LP re-solved
-#: from the previous TM's basis, several times faster than from scratch); chains run in parallel.
-SEED_CHAINS = 2
 #: Offset between ``seed`` and the TM generator seed used for seeding, so that evaluation TMs drawn
 #: with small seeds (0, 1, 2, ...) are never the ones the path set was built from.
 SEED_TM_OFFSET = 104729
@@ -43,44 +39,35 @@ def seeding_fits(topo: Topology) -> bool:
     return topo.num_nodes * topo.num_links <= SEED_MAX_LP_COLUMNS
 
 
-def _seed_chain(topo: Topology, tms: list) -> list[list[tuple[int, int, tuple[int, ...], float]]]:
-    """Per TM of one chain (each LP warm-started from the previous TM's): (s, t, link ids, share of the
-    pair's demand) of every path of its shortened optimum."""
-    chain = ChainedOptimum(topo, shorten="hop")
-    out = []
-    for tm in tms:
-        res = chain.solve(tm)
-        d = tm.demand_bps
-        out.append([(s, t, links, bps / d[s, t])
-                    for (s, t), flows in decompose_flows(topo, tm, res, as_links=True).items()
-                    for links, bps in flows])
-    return out
+def _seed_flows(topo: Topology, tm) -> list[tuple[int, int, tuple[int, ...], float]]:
+    """(s, t, link ids, share of the pair's demand) of every path of one sample TM's optimum."""
+    res = solve_optimum(topo, tm, solver="simplex", shorten="hop", tree_start=True)
+    d = tm.demand_bps
+    return [(s, t, links, bps / d[s, t])
+            for (s, t), flows in decompose_flows(topo, tm, res, as_links=True).items() for links, bps in flows]
 
 
 def seed_shares(topo: Topology, seed: int, progress: bool = False,
                 workers: int = 1) -> dict[tuple[int, int], dict[tuple[int, ...], float]]:
-    """{(s, t): {link-id tuple: summed share of the pair's demand}} over the sample TMs' optima.
+    """{(s, t): {link-id tuple: summed share of the pair's demand}} over the sample TMs' optima,
+    solved in ``workers`` forked processes (one TM each; the sums are taken in TM order).
 
-    The TMs are solved in ``SEED_CHAINS`` fixed chains (``tecore.seedlp``: each LP re-solved from the
-    previous TM's basis), spread over ``workers`` forked processes; the sums are taken in TM order.
-    The optima are shortened (same MLU within 1e-4, least total hop x flow) so the paths are short and
-    free of circulations; decomposition is deterministic, and so is HiGHS' serial simplex along a
-    fixed chain, so a fixed ``seed`` gives a fixed path set for any number of workers.
+    Each optimum starts primal simplex from the fewest-hop routing (``tecore.optimum.tree_start_basis``)
+    and runs a second, "shorten" pass (same MLU within 1e-4, least total hop x flow) so the paths are
+    short and free of circulations; decomposition is deterministic, and so is HiGHS' serial simplex,
+    so a fixed ``seed`` gives a fixed path set for any number of workers.
     """
     tms = [tm for fam in SEED_FAMILIES
            for tm in generate(topo, fam, SEED_TMS_PER_FAMILY, seed=SEED_TM_OFFSET + seed)]
-    chains = [tms[c::SEED_CHAINS] for c in range(SEED_CHAINS)]
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(workers, SEED_CHAINS), mp_context=mp.get_context("fork")) as pool:
-            per_chain = list(with_progress(pool.map(_seed_chain, [topo] * SEED_CHAINS, chains), SEED_CHAINS,
-                                           f"optimum {topo.name}", progress))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            per_tm = list(with_progress(pool.map(_seed_flows, [topo] * len(tms), tms), len(tms),
+                                        f"optimum {topo.name}", progress))
     else:
-        per_chain = [_seed_chain(topo, c)
-                     for c in with_progress(iter(chains), SEED_CHAINS, f"optimum {topo.name}", progress)]
-    per_tm = [per_chain[i % SEED_CHAINS][i // SEED_CHAINS] for i in range(len(tms))]
+        per_tm = [_seed_flows(topo, tm) for tm in with_progress(iter(tms), len(tms), f"optimum {topo.name}", progress)]
     share: dict[tuple[int, int], dict[tuple[int, ...], float]] = {}
     for flows in per_tm:
         for s, t, key, frac in flows:

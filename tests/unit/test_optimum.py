@@ -96,6 +96,8 @@ def test_unroutable_demand_is_an_lp_error():
     t = topo_of([("a", "b", 10), ("c", "d", 10)])
     with pytest.raises(LPError):
         solve_optimum(t, tm_of(t, {("a", "d"): 1.0}))
+    with pytest.raises(LPError):
+        solve_optimum(t, tm_of(t, {("a", "d"): 1.0}), tree_start=True)
 
 
 def test_decomposition_is_loop_free_carries_all_demand_and_reaches_the_optimum():
@@ -130,20 +132,23 @@ def test_shorten_keeps_mlu_and_shortens_routes():
     assert short.flows_bps.sum() <= plain.flows_bps.sum() * (1 + 1e-9)  # total hop x flow
 
 
-def test_chained_optimum_matches_from_scratch_solves():
-    # Re-solving one model per pass from the previous TM's basis reaches the same optima: min MLU, and
-    # the same least total hop x flow within that MLU cap, for TMs of different families in a row.
-    from tecore.seedlp import ChainedOptimum
 
+def test_tree_start_reaches_the_same_optima():
+    # Primal simplex from the fewest-hop routing reaches the same min MLU, and the same least total
+    # hop x flow within that MLU cap, as dual simplex from scratch; also where a source cannot reach
+    # every node.
     g = nx.grid_2d_graph(4, 4)
     t = Topology.from_networkx(nx.relabel_nodes(g, {v: f"{v[0]}_{v[1]}" for v in g}), name="grid4")
-    chain = ChainedOptimum(t)
     for fam in ("gravity", "hotspot", "bimodal"):
         tm = generate(t, fam, 1, seed=7)[0]
+        best = solve_optimum(t, tm)
         cold = solve_optimum(t, tm, shorten="hop")
-        warm = chain.solve(tm)
-        assert warm.mlu <= solve_optimum(t, tm).mlu * (1 + 1e-4) + 1e-12
-        assert warm.flows_bps.sum() == pytest.approx(cold.flows_bps.sum(), rel=1e-6)
-        assert warm.conservation_error_bps <= 1e-6 * tm.demand_bps.sum()
-    with pytest.raises(ValueError):
-        ChainedOptimum(t, shorten="nope")
+        warm = solve_optimum(t, tm, tree_start=True)
+        assert warm.mlu == pytest.approx(best.mlu, rel=1e-7)
+        short = solve_optimum(t, tm, shorten="hop", tree_start=True)
+        assert short.mlu <= best.mlu * (1 + 1e-4) + 1e-12
+        assert short.flows_bps.sum() == pytest.approx(cold.flows_bps.sum(), rel=1e-6)
+    # e feeds the ring and d drains it: no source reaches e, and d reaches nothing.
+    spur = topo_of([("a", "b", 10), ("b", "c", 10), ("c", "a", 10), ("c", "d", 5), ("e", "a", 10)], directed=True)
+    tm = tm_of(spur, {("a", "d"): 4.0, ("e", "d"): 1.0, ("b", "a"): 2.0})
+    assert solve_optimum(spur, tm, tree_start=True).mlu == pytest.approx(solve_optimum(spur, tm).mlu, rel=1e-9)
