@@ -48,6 +48,8 @@ class OptimumResult:
 
 
 def demand_matrix(topo: Topology, demand_bps: np.ndarray) -> np.ndarray:
+    """A float64 [N, N] copy of ``demand_bps`` (array or TrafficMatrix), zero diagonal; ValueError
+    when its shape or values are wrong."""
     d = np.array(getattr(demand_bps, "demand_bps", demand_bps), dtype=np.float64)
     n = topo.num_nodes
     if d.shape != (n, n):
