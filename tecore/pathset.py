@@ -19,7 +19,7 @@ from .topology import Topology
 
 #: Version of the .npz files written by ``PathSet.save``; a file of another version is rejected (and
 #: recomputed by the cache). Raised whenever the layout or what a strategy computes changes.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 
 class PathError(ValueError):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .coverage import uncovered_pairs
 from .diverse import FlatPaths
-from .links import link_groups, link_matrix
+from .links import link_groups
 from .optimum import decompose_flows, solve_optimum
 from .pathpool import with_progress
 from .topology import Topology
@@ -41,11 +41,10 @@ def seeding_fits(topo: Topology) -> bool:
 
 def _seed_flows(topo: Topology, tm) -> list[tuple[int, int, tuple[int, ...], float]]:
     """(s, t, link ids, share of the pair's demand) of every path of one sample TM's optimum."""
-    lm = link_matrix(topo)
-    res = solve_optimum(topo, tm, solver="simplex", shorten="hop")
+    res = solve_optimum(topo, tm, solver="simplex", shorten="hop", tree_start=True)
     d = tm.demand_bps
-    return [(s, t, tuple(lm[nodes[:-1], nodes[1:]].tolist()), bps / d[s, t])
-            for (s, t), flows in decompose_flows(topo, tm, res).items() for nodes, bps in flows]
+    return [(s, t, links, bps / d[s, t])
+            for (s, t), flows in decompose_flows(topo, tm, res, as_links=True).items() for links, bps in flows]
 
 
 def seed_shares(topo: Topology, seed: int, progress: bool = False,
@@ -53,9 +52,10 @@ def seed_shares(topo: Topology, seed: int, progress: bool = False,
     """{(s, t): {link-id tuple: summed share of the pair's demand}} over the sample TMs' optima,
     solved in ``workers`` forked processes (one TM each; the sums are taken in TM order).
 
-    The optimum solves run a second, "shorten" pass (same MLU within 1e-4, least total hop x flow) so
-    the paths are short and free of circulations; decomposition is deterministic, and so is HiGHS'
-    serial simplex, so a fixed ``seed`` gives a fixed path set.
+    Each optimum starts primal simplex from the fewest-hop routing (``tecore.optimum.tree_start_basis``)
+    and runs a second, "shorten" pass (same MLU within 1e-4, least total hop x flow) so the paths are
+    short and free of circulations; decomposition is deterministic, and so is HiGHS' serial simplex,
+    so a fixed ``seed`` gives a fixed path set for any number of workers.
     """
     tms = [tm for fam in SEED_FAMILIES
            for tm in generate(topo, fam, SEED_TMS_PER_FAMILY, seed=SEED_TM_OFFSET + seed)]
@@ -82,7 +82,7 @@ def compose(topo: Topology, k: int, pairs: np.ndarray, base: FlatPaths,
     """Per pair: base's first path, the seeded paths by share, base's other paths; k of them, with the
     last slot given to a covering candidate where the first k leave an avoidable link on every path.
     ``max_cost`` [P] (with ``link_cost`` [L]) drops seeded paths costlier than the pair's bound."""
-    groups = link_groups(topo)
+    groups = link_groups(topo).tolist()
     starts = np.searchsorted(base.pair, np.arange(pairs.shape[0]))
     ends = np.searchsorted(base.pair, np.arange(pairs.shape[0]), side="right")
     links_list = base.links.tolist()
@@ -107,12 +107,13 @@ def compose(topo: Topology, k: int, pairs: np.ndarray, base: FlatPaths,
                      np.array(out_links, np.int64))
 
 
-def _covering(chosen: list[tuple[int, ...]], spare: list[tuple[int, ...]], groups: np.ndarray,
+def _covering(chosen: list[tuple[int, ...]], spare: list[tuple[int, ...]], groups: list[int],
               own: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """``chosen`` unless its paths share a group that the least-overlap paths ``own`` show avoidable;
-    then its last path is replaced by the first spare candidate that avoids what the rest share."""
+    """``chosen`` unless its paths share a group (``groups``: link -> cable group) that the
+    least-overlap paths ``own`` show avoidable; then its last path is replaced by the first spare
+    candidate that avoids what the rest share."""
     def gset(p):
-        return set(groups[list(p)].tolist())
+        return {groups[l] for l in p}
 
     shared = set.intersection(*(gset(p) for p in chosen))
     unavoidable = set.intersection(*(gset(p) for p in own))  # what every least-overlap path crosses

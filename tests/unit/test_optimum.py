@@ -96,6 +96,8 @@ def test_unroutable_demand_is_an_lp_error():
     t = topo_of([("a", "b", 10), ("c", "d", 10)])
     with pytest.raises(LPError):
         solve_optimum(t, tm_of(t, {("a", "d"): 1.0}))
+    with pytest.raises(LPError):
+        solve_optimum(t, tm_of(t, {("a", "d"): 1.0}), tree_start=True)
 
 
 def test_decomposition_is_loop_free_carries_all_demand_and_reaches_the_optimum():
@@ -128,3 +130,25 @@ def test_shorten_keeps_mlu_and_shortens_routes():
     short = solve_optimum(t, tm, shorten="hop", shorten_slack=1e-4)
     assert plain.mlu <= short.mlu <= plain.mlu * (1 + 1e-4) + 1e-12
     assert short.flows_bps.sum() <= plain.flows_bps.sum() * (1 + 1e-9)  # total hop x flow
+
+
+
+def test_tree_start_reaches_the_same_optima():
+    # Primal simplex from the fewest-hop routing reaches the same min MLU, and the same least total
+    # hop x flow within that MLU cap, as dual simplex from scratch; also where a source cannot reach
+    # every node.
+    g = nx.grid_2d_graph(4, 4)
+    t = Topology.from_networkx(nx.relabel_nodes(g, {v: f"{v[0]}_{v[1]}" for v in g}), name="grid4")
+    for fam in ("gravity", "hotspot", "bimodal"):
+        tm = generate(t, fam, 1, seed=7)[0]
+        best = solve_optimum(t, tm)
+        cold = solve_optimum(t, tm, shorten="hop")
+        warm = solve_optimum(t, tm, tree_start=True)
+        assert warm.mlu == pytest.approx(best.mlu, rel=1e-7)
+        short = solve_optimum(t, tm, shorten="hop", tree_start=True)
+        assert short.mlu <= best.mlu * (1 + 1e-4) + 1e-12
+        assert short.flows_bps.sum() == pytest.approx(cold.flows_bps.sum(), rel=1e-6)
+    # e feeds the ring and d drains it: no source reaches e, and d reaches nothing.
+    spur = topo_of([("a", "b", 10), ("b", "c", 10), ("c", "a", 10), ("c", "d", 5), ("e", "a", 10)], directed=True)
+    tm = tm_of(spur, {("a", "d"): 4.0, ("e", "d"): 1.0, ("b", "a"): 2.0})
+    assert solve_optimum(spur, tm, tree_start=True).mlu == pytest.approx(solve_optimum(spur, tm).mlu, rel=1e-9)

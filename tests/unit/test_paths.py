@@ -33,7 +33,7 @@ def test_ring_has_exactly_two_paths_per_pair():
 
 def test_k_shortest_on_grid_matches_networkx():
     t = grid(3)
-    ps = compute_paths(t, k=3, use_cache=False, workers=1)
+    ps = compute_paths(t, k=3, strategy="shortest", use_cache=False, workers=1)
     ps.check(t)
     assert np.all(ps.paths_per_pair == 3)
     g = t.to_networkx()
