@@ -32,6 +32,11 @@ DENSE_LIMIT = 1 << 22
 #: Cost of one more hop bucket, in gathered rows (its nodes' fixed cost).
 BUCKET_ROWS = 1 << 14
 LAYOUTS = ("auto", "dense", "csr", "bucketed")
+#: The sparse layout ``auto`` picks per provider above DENSE_LIMIT. Measured (benchmarks/README.md): on
+#: the CPU bucketed row gathers beat csr's one-value gathers (GtsCe 1.4x); on an H200 csr is faster
+#: (GtsCe 6.4 vs 8.1 ms, Cogentco 9.8 vs 11.7, Kdl 141 vs 379: bucketed's generic reductions, and its
+#: Concat of many buckets cannot be captured in a CUDA graph).
+AUTO_SPARSE = {"cpu": "bucketed", "cuda": "csr"}
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,10 @@ def _choose_width(counts: np.ndarray) -> int:
 
 
 def build_tables(capacity_bps, latency_seconds, path_pair, inc_path, inc_link, num_pairs: int,
-                 layout: str = "auto", bucket_rows: int = BUCKET_ROWS) -> Tables:
+                 layout: str = "auto", bucket_rows: int = BUCKET_ROWS, provider: str = "cpu") -> Tables:
     """The layout of one topology (CSR incidence: each pair's paths and each path's links contiguous);
-    ``bucket_rows``: the cost of one more hop bucket in gathered rows (0: one bucket per hop count)."""
+    ``bucket_rows``: the cost of one more hop bucket in gathered rows (0: one bucket per hop count);
+    ``provider``: which sparse layout ``auto`` picks (``AUTO_SPARSE``)."""
     cap = np.asarray(capacity_bps, dtype=np.float32)
     lat = np.asarray(latency_seconds, dtype=np.float32)
     path_pair, inc_path, inc_link = (np.asarray(a, dtype=np.int64) for a in (path_pair, inc_path, inc_link))
@@ -117,7 +123,7 @@ def build_tables(capacity_bps, latency_seconds, path_pair, inc_path, inc_link, n
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if layout == "auto":
-        layout = "dense" if pk * (n_links + 1) <= DENSE_LIMIT else "bucketed"
+        layout = "dense" if pk * (n_links + 1) <= DENSE_LIMIT else AUTO_SPARSE.get(provider, "bucketed")
     if layout == "dense":
         inc = np.zeros((pk, n_links + 1), dtype=np.float32)
         np.add.at(inc, (ent_slot, inc_link), 1.0)

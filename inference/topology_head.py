@@ -79,7 +79,7 @@ class TopologyHead:
 
         t0 = time.perf_counter()
         tables = build_tables(topo.capacity_bps, topo.latency_seconds, topo.path_pair, topo.inc_path,
-                              topo.inc_link, topo.num_pairs, layout)
+                              topo.inc_link, topo.num_pairs, layout, provider=provider)
         check()
         data = build_specialised(weights, tables).SerializeToString()
         check()

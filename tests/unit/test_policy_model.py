@@ -38,27 +38,39 @@ def test_model_accepts_every_policy_vector():
 
 
 def test_model_is_conditioned_on_the_policy(data_dir):
-    """The policy vector is learned, not decorative: on SNDlib GEANT (held out) the latency knob lowers the
-    model's latency stretch, the headroom knob lowers its effective utilisation (both against the model's
-    own min-MLU split), and each stays within 5 % of its policy's LP optimum."""
+    """The policy vector is learned, not decorative: on SNDlib GEANT (held out), over four gravity TMs, the
+    latency knob lowers the model's latency stretch and the headroom knob its effective utilisation (both
+    against the model's own min-MLU split, geo-mean), each within 5 % of its policy's LP optimum on
+    average and 8 % on every TM. (One TM alone can tie: where the min-MLU split already leaves headroom
+    the headroom split has little to gain.)"""
     features = pytest.importorskip("tellm.contract.onnx_io")
     from tecore import generate, load_topology, solve_min_mlu
 
     topo = load_topology("geant")
     paths = compute_paths(topo)
     sess = load_model(MODEL, provider="cpu")
-    tm = generate(topo, "gravity", 1, seed=7)[0]
-    demand = tm.pair_demands(paths.pairs)
-    demand = demand * 0.6 / solve_min_mlu(topo, paths, demand).mlu  # latency_aware is scale-dependent
-    run = lambda vec: sess.route(features.onnx_inputs(topo, paths, demand, policy=vec)).split.astype(float)  # noqa: E731
-    base = run(make_policy("min_mlu").to_vector())
-    for name, params, lam, h in (("latency_aware", {"weight": 0.5}, 0.5, 0.0), ("headroom", {"fraction": 0.3}, 0.0, 0.3)):
-        split = run(make_policy(name, params).to_vector())
-        v, v0 = evaluate_objective(topo, paths, demand, split, lam, h), evaluate_objective(topo, paths, demand, base, lam, h)
-        lp = solve_policy_lp(topo, paths, demand, latency_weight=lam, headroom_fraction=h).value
-        assert v.objective < v0.objective, name  # switching the policy improves that policy's objective
-        assert lp.objective * (1 - 1e-6) <= v.objective <= 1.05 * lp.objective, name
-        if lam:
-            assert v.latency_stretch < v0.latency_stretch
-        else:
-            assert v.effective_utilisation < v0.effective_utilisation
+    gain = {"latency_aware": [], "headroom": []}
+    knob = {"latency_aware": [], "headroom": []}
+    to_lp = {"latency_aware": [], "headroom": []}
+    for seed in (7, 8, 9, 10):
+        tm = generate(topo, "gravity", 1, seed=seed)[0]
+        demand = tm.pair_demands(paths.pairs)
+        demand = demand * 0.6 / solve_min_mlu(topo, paths, demand).mlu  # latency_aware is scale-dependent
+        run = lambda vec: sess.route(features.onnx_inputs(topo, paths, demand, policy=vec)).split.astype(float)  # noqa: E731
+        base = run(make_policy("min_mlu").to_vector())
+        for name, params, lam, h in (("latency_aware", {"weight": 0.5}, 0.5, 0.0),
+                                     ("headroom", {"fraction": 0.3}, 0.0, 0.3)):
+            split = run(make_policy(name, params).to_vector())
+            v = evaluate_objective(topo, paths, demand, split, lam, h)
+            v0 = evaluate_objective(topo, paths, demand, base, lam, h)
+            lp = solve_policy_lp(topo, paths, demand, latency_weight=lam, headroom_fraction=h).value
+            assert lp.objective * (1 - 1e-6) <= v.objective, name  # the LP is a lower bound
+            gain[name].append(v.objective / v0.objective)
+            knob[name].append(v.latency_stretch / v0.latency_stretch if lam
+                              else v.effective_utilisation / v0.effective_utilisation)
+            to_lp[name].append(v.objective / lp.objective)
+    geo = lambda xs: float(np.exp(np.mean(np.log(xs))))  # noqa: E731
+    for name in gain:
+        assert geo(gain[name]) < 0.995, (name, gain[name])  # switching the policy improves its objective
+        assert geo(knob[name]) < 0.995, (name, knob[name])
+        assert geo(to_lp[name]) <= 1.05 and max(to_lp[name]) <= 1.08, (name, to_lp[name])
