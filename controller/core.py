@@ -263,12 +263,15 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
                       input_monotonic: float | None = None) -> Plan:
         """Accept a routing and plan the switch updates that realise it. ``input_monotonic``: when its
         input was taken (time.monotonic; default now), for the routing's age."""
+        # The deadband holds pairs only against a routing of the same link state: after a link came
+        # back (or went) the router's new choice is taken everywhere once, then drift is held again.
+        hold = self._routed_link_up is not None and np.array_equal(self._routed_link_up, inp.link_up)
         self.routing, self.routing_time = routing, now
         self.routing_input_monotonic = time.monotonic() if input_monotonic is None else input_monotonic
         self._routed_tm = self.tm.matrix()
         self._routed_link_up = inp.link_up.copy()
         self.metrics.set_router(routing.router)
-        return self._plan(routing.split, inp.link_up, inp.demand_bps)
+        return self._plan(routing.split, inp.link_up, inp.demand_bps, hold=hold)
 
     def failover_plan(self) -> Plan | None:
         """Link state changed: renormalise the installed routing locally (no router call)."""
@@ -285,7 +288,8 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
             self._pair_cap = (self.paths, pair_capacity_bps(self.topo, self.paths))
         return self._pair_cap[1]
 
-    def _plan(self, split: np.ndarray, link_up: np.ndarray, demand_bps: np.ndarray | None = None) -> Plan:
+    def _plan(self, split: np.ndarray, link_up: np.ndarray, demand_bps: np.ndarray | None = None,
+              hold: bool = True) -> Plan:
         masked = mask_split(self.paths, split, link_up)
         if masked.stranded_pairs.size and masked.stranded_pairs.size != self._last_stranded:
             log.warning("%d pair(s) have no live path and no surviving route (e.g. %s); they get no group",
@@ -295,7 +299,7 @@ class ControllerCore(NetworkEvents, MeasurementIngest):
         w = quantise_weights(drop_small_paths(masked.split, ptr, self.config.min_path_weight), ptr,
                              self.config.total_weight)
         w[~masked.alive] = 0  # stranded pairs get no group rather than one into a dead link
-        old = self.weights
+        old = self.weights if hold else None
         # Failures act at once: a pair with installed weight on a path that died is never held back.
         act_now = None if old is None or old.shape != w.shape else \
             np.add.reduceat(np.where(masked.alive, 0, old), ptr[:-1]) > 0

@@ -267,3 +267,30 @@ def test_cli_churn_defaults_are_the_configs():
     cfg = ControllerConfig()
     assert (args.weight_deadband, args.deadband_load, args.min_path_weight) == \
         (cfg.weight_deadband, cfg.deadband_load, cfg.min_path_weight)
+
+
+def test_a_link_back_up_takes_the_routers_new_choice_at_once_then_holds_again():
+    """The deadband holds pairs against drift of one link state's routing, not across link states: when
+    a link comes back, a pair with little traffic moves back to the path the router now prefers."""
+    topo = diamond()
+    paths = diamond_paths(topo)
+    core = _wired_core(topo, paths, LPRouter(), ControllerConfig())  # default deadband and load deadband
+    p14 = paths.pair_lookup[0, 3]
+    first, second = paths.pair_ptr[p14], paths.pair_ptr[p14] + 1
+    demand = np.full(paths.num_pairs, 1e3)  # far under the load deadband: only the link state moves it
+    lk = paths.path_links[paths.path_ptr[first]:paths.path_ptr[first + 1]][0]
+    down = np.ones(topo.num_links)
+    down[lk] = 0.0
+    on_second = np.zeros(paths.num_paths)
+    on_second[paths.pair_ptr[:-1] + 1] = 1.0
+    core.commit(core.apply_routing(Routing(on_second, "ecmp", 0.0, 0.0),
+                                   RoutingInput(topo, paths, demand, down), 0.0))
+    assert core.weights[second] == 256 and core.weights[first] == 0
+    up = RoutingInput(topo, paths, demand, np.ones(topo.num_links))
+    on_first = np.zeros(paths.num_paths)
+    on_first[paths.pair_ptr[:-1]] = 1.0
+    core.commit(core.apply_routing(Routing(on_first, "ecmp", 0.0, 0.0), up, 1.0))
+    assert core.weights[first] == 256 and core.weights[second] == 0
+    # Same link state again: a drift back towards the second path is small traffic, so it is held.
+    core.commit(core.apply_routing(Routing(on_second, "ecmp", 0.0, 0.0), up, 2.0))
+    assert core.weights[first] == 256 and core.weights[second] == 0
