@@ -109,10 +109,14 @@ def run(args) -> int:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, _term)
+    # A demo started from a script in the background inherits SIGINT ignored (what a non-interactive
+    # shell does to its '&' jobs): Ctrl-C / kill -INT must still stop it and clean up.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_demo(cfg, Console())
     except (ScenarioError, TestbedError, RunError) as exc:
         raise CLIError(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
     return 0
