@@ -81,7 +81,8 @@ def main() -> None:
                + f" --k {args.k}" + (f" --policies {' '.join(args.policies)}" if args.policies else "")
                + (" --append" if args.append else ""))
     doc = {"command": command,
-           "model": str(args.model.relative_to(ROOT)) if sess else None, "model_sha256_12": model_hash,
+           "model": (str(args.model.resolve().relative_to(ROOT)) if args.model.resolve().is_relative_to(ROOT)
+                  else str(args.model)) if sess else None, "model_sha256_12": model_hash,
            "model_status": "evaluated" if sess else "pending: no model file",
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "load_avg_1m_at_start": os.getloadavg()[0]},
