@@ -357,9 +357,13 @@ def load_init(model: TEHead, mcfg: ModelConfig, init: Path, dev) -> None:
         raise RecipeError(f"--init {init}: cannot read the checkpoint ({exc})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise RecipeError(f"--init {init}: not a checkpoint of tellm train (no model/config)")
-    if dict(ckpt["config"]) != mcfg.to_dict():
+    # The rounds share one set of weights, so a head fine-tuned to run fewer (or more) rounds starts from
+    # any checkpoint of the same width and sharpness; everything else must match.
+    theirs = {k: v for k, v in dict(ckpt["config"]).items() if k != "rounds"}
+    ours = {k: v for k, v in mcfg.to_dict().items() if k != "rounds"}
+    if theirs != ours:
         raise RecipeError(f"--init {init}: its model config {ckpt['config']} differs from the recipe's "
-                          f"{mcfg.to_dict()}")
+                          f"{mcfg.to_dict()} (only rounds may differ)")
     model.load_state_dict(ckpt["model"])
 
 
