@@ -25,8 +25,10 @@ from .session import _cuda_thread
 
 log = logging.getLogger("tellm.inference.fastpath")
 
-#: Largest batch x pairs x candidates in one run (bounds the run's intermediates: ~2 GB per MLP layer).
+#: Most candidate-path slots (batch x pairs x K) in one run: bounds the batch, the captured CUDA graph
+#: sizes (topology_head.py) and so the run's intermediates (~2 GB per MLP layer).
 MAX_BATCH_SLOTS = 1 << 23
+
 #: Key of a route result holding time.perf_counter() when its run started (after queueing).
 RUN_STARTED = "run_started"
 
@@ -49,6 +51,7 @@ class FastPath:
     window_seconds: float = 0.0
     threads: int = 0
     cuda_graph: bool = True
+    mlp_dtype: str = "auto"  # the specialised heads' refinement MLP float type (topology_head.MLP_DTYPE_CHOICES)
     #: (model, topology arrays, topology id) -> whether the pair is still served/registered; default: always.
     is_current: Callable[[object, object, str], bool] = lambda model, topo, topology_id: True
     max_pending_builds: int = 64
@@ -67,7 +70,7 @@ class FastPath:
             log.warning("per-topology graphs are off (%s); serving the generic graph", exc)
             self.cache = None
         else:
-            self.cache = HeadCache(threads=self.threads, cuda_graph=self.cuda_graph)
+            self.cache = HeadCache(threads=self.threads, cuda_graph=self.cuda_graph, mlp_dtype=self.mlp_dtype)
             self.builds = BuildQueue(self.cache.build, self.is_current, self._finish,
                                      max_pending=self.max_pending_builds)
 

@@ -73,10 +73,10 @@ class GraphBuilder:
     def stack(self, xs: list[str], axis: int) -> str:
         return self.op("Concat", *[self.unsq(x, axis) for x in xs], axis=axis)
 
-    def gelu(self, x: str) -> str:  # exact GELU in the erf form ONNX Runtime fuses into one kernel
-        erf = self.op("Erf", self.div(x, self.const(math.sqrt(2.0))))
-        return self.mul(self.mul(x, self.add(erf, self.const(1.0))), self.const(0.5))
+    def gelu(self, x: str, dtype=np.float32) -> str:  # exact GELU in the erf form ONNX Runtime fuses into one kernel
+        erf = self.op("Erf", self.div(x, self.const(math.sqrt(2.0), dtype)))
+        return self.mul(self.mul(x, self.add(erf, self.const(1.0, dtype))), self.const(0.5, dtype))
 
-    def dense(self, x: str, w: str, b: str, act: bool) -> str:
+    def dense(self, x: str, w: str, b: str, act: bool, dtype=np.float32) -> str:
         y = self.add(self.op("MatMul", x, w), b)
-        return self.gelu(y) if act else y
+        return self.gelu(y, dtype) if act else y

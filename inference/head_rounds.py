@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+from onnx import TensorProto, helper
 
 from .graph_builder import SURGE_Q, TINY, GraphBuilder
 
@@ -66,6 +67,9 @@ class RoundWeights:
     b2: Sequence[np.ndarray]
     md10: Sequence[float]  # per round, mirror-descent step x 10
     bias: Callable[[int], str]  # round -> the first layer's bias (policy knobs and round fraction folded)
+    #: the MLP's float type: float32, or float16 (w0, w1, b1, bias in it; the features cast in, the
+    #: correction cast back to float32)
+    dtype: type = np.float32
 
 
 def softmax(b: GraphBuilder, lay: Layout, z: str) -> str:
@@ -102,7 +106,12 @@ def emit_round(b: GraphBuilder, lay: Layout, x: RoundInputs, w: RoundWeights, r:
     feats = b.op("Concat", x.static, adv, grad_rel, bott, b.sub(bott, bott_min),
                  b.op("Exp", b.add(b.mul(bott, x.beta), x.neg_beta)), b.mul(s_ur, x.inv_hops), split,
                  b.minc(b.div(price, pmax), 2.0), lat_rel, b.div(surge_price, b.maxc(price, TINY)), axis=3)
-    h = b.dense(feats, w.w0, w.bias(r), True)
-    h = b.dense(h, w.w1, w.b1, True)
-    corr = b.dense(h, b.weight(w.w2[r], "ref_w2"), b.weight(w.b2[r], "ref_b2"), False)
+    dt = np.dtype(w.dtype)
+    if dt != np.float32:
+        feats = b.cast(feats, helper.np_dtype_to_tensor_dtype(dt))
+    h = b.dense(feats, w.w0, w.bias(r), True, dt)
+    h = b.dense(h, w.w1, w.b1, True, dt)
+    corr = b.dense(h, b.weight(w.w2[r].astype(dt), "ref_w2"), b.weight(w.b2[r].astype(dt), "ref_b2"), False, dt)
+    if dt != np.float32:
+        corr = b.cast(corr, TensorProto.FLOAT)
     return b.sub(b.add(z, corr), b.mul(adv, b.const(float(w.md10[r]))))

@@ -66,6 +66,7 @@ class ServerConfig:
     max_topology_bytes: int = DEFAULT_MAX_TOPOLOGY_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     specialise: bool = True  # per-topology specialised heads with same-topology batching (fastpath.py)
+    head_mlp_dtype: str = "auto"  # their refinement MLP's float type (topology_head.MLP_DTYPE_CHOICES)
     max_batch: int = 32  # Route requests of one topology in one run, at most
     batch_window_seconds: float = 0.0  # how long a run waits for more requests (0: batch only what queued)
     model_dir: Path | None = None  # ReloadModel paths must lie inside it (default: the model's directory)
@@ -109,7 +110,8 @@ class InferenceServer:
         cfg = self.config
         if not cfg.specialise:
             return None
-        return {"max_batch": cfg.max_batch, "window_seconds": cfg.batch_window_seconds, "threads": cfg.ort_threads}
+        return {"max_batch": cfg.max_batch, "window_seconds": cfg.batch_window_seconds, "threads": cfg.ort_threads,
+                "mlp_dtype": cfg.head_mlp_dtype}
 
     @property
     def address(self) -> str:

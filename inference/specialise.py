@@ -100,8 +100,19 @@ class FoldedWeights:
                    md10=np.asarray(md10, dtype=np.float32), beta=beta.pop())
 
 
-def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
-    """The head for one topology: inputs DYNAMIC_INPUTS + the tables' ``t_*``, outputs OUTPUTS."""
+#: Float types the refine MLP may run in (``build_specialised(mlp_dtype=...)``).
+MLP_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def build_specialised(w: FoldedWeights, t: Tables, mlp_dtype: str = "float32") -> onnx.ModelProto:
+    """The head for one topology: inputs DYNAMIC_INPUTS + the tables' ``t_*``, outputs OUTPUTS.
+
+    ``mlp_dtype="float16"`` runs the refinement rounds' MLP (most of the arithmetic, and on large
+    topologies most of the bytes written per round) in half precision; everything else, the loads,
+    prices and softmax included, stays float32."""
+    if mlp_dtype not in MLP_DTYPES:
+        raise ValueError(f"mlp_dtype must be one of {', '.join(MLP_DTYPES)}, not {mlp_dtype!r}")
+    dt = MLP_DTYPES[mlp_dtype]
     b = GraphBuilder()
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     P, K, H, L, Np = t.num_pairs, t.k, t.h, t.num_links, t.num_paths
@@ -140,7 +151,10 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
             r = rows_of(b.op("Gather", cat(*parts), "t_perm", axis=0))  # slot order, [C*B, P*K]
         else:
             g = b.op("Gather", stacked, "t_pad", axis=1)  # [C*B, H, P, K]
-            r = vari(kind, split(g, H, 1))
+            if kind == "Sum":  # one batched product with ones: no copy of the H slices (a Split) first
+                r = b.op("MatMul", b.const(np.ones((1, H), np.float32)), reshape(g, -1, H, P * K))
+            else:
+                r = vari(kind, split(g, H, 1))
         return split(reshape(r, -1, P, K, 1), c, 0)
 
     def to_links(cols):  # per-path [B, P, K, 1] columns -> per-link sums [B, L+1] each
@@ -214,9 +228,9 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     z = b.add(x, mask)
 
     rw = w.refine
-    w0 = b.weight(rw[0], "ref_w0")
+    w0 = b.weight(rw[0].astype(dt), "ref_w0")
     ref_bias = first_bias(rw[1], rw[2])
-    w1n, b1n = b.weight(rw[3], "ref_w1"), b.weight(rw[4], "ref_b1")
+    w1n, b1n = b.weight(rw[3].astype(dt), "ref_w1"), b.weight(rw[4].astype(dt), "ref_b1")
     beta, neg_beta = b.const(w.beta), b.const(-w.beta)
     not_down = b.sub(b.const(1.0), path_down)
     down2 = b.add(b.mul(path_down, b.const(2.0)), pad_big)
@@ -226,7 +240,8 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
                       inv_cap=inv_cap, inv_hops=inv_hops, lat_grad=lat_grad, not_down=not_down, down2=down2,
                       beta=beta, neg_beta=neg_beta)
     rounds = RoundWeights(w0=w0, w1=w1n, b1=b1n, w2=w.w2, b2=w.b2, md10=[float(v) for v in w.md10],
-                          bias=lambda r: b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")))
+                          bias=lambda r: _as(b, b.add(ref_bias, b.weight(w.tfrac[r], "ref_tfrac")), dt),
+                          dtype=dt)
     for r in range(w.rounds):
         z = emit_round(b, lay, ins, rounds, r, z)
 
@@ -248,3 +263,7 @@ def build_specialised(w: FoldedWeights, t: Tables) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tellm")
     model.ir_version = 8
     return model
+
+
+def _as(b: GraphBuilder, x: str, dt) -> str:
+    return x if dt == np.float32 else b.cast(x, helper.np_dtype_to_tensor_dtype(np.dtype(dt)))

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve every topology through the generic graph (default: a graph specialised to each "
                         "registered topology, built in the background after registration while the generic graph "
                         "serves it, with concurrent same-topology requests batched into one run)")
+    p.add_argument("--head-mlp-dtype", choices=["auto", "float32", "float16"], default="auto",
+                   help="float type of the refinement MLP in the specialised graphs: auto = float16 for large "
+                        "topologies on CUDA (faster; MLU within about 1e-5 of float32, see benchmarks/README.md), "
+                        "float32 on the CPU and for small topologies")
     p.add_argument("--max-batch", type=int, default=32,
                    help="most Route requests of one topology served by one model run")
     p.add_argument("--batch-window", type=float, default=0.0, metavar="SECONDS",
@@ -134,6 +138,7 @@ def run(args) -> int:
                           metrics_port=None if args.metrics_port < 0 else args.metrics_port,
                           workers=args.workers, max_parallel_runs=args.max_parallel_runs, provider=args.provider,
                           ort_threads=args.ort_threads, specialise=args.specialise, max_batch=args.max_batch,
+                          head_mlp_dtype=args.head_mlp_dtype,
                           batch_window_seconds=args.batch_window,
                           watch_interval_seconds=args.watch_interval, grace_seconds=args.grace,
                           max_topologies=args.max_topologies, max_topology_bytes=args.max_topology_bytes,

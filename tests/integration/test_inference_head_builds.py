@@ -132,3 +132,25 @@ def test_model_info_without_specialised_heads(tmp_path):
         assert g.provider == info.provider
     finally:
         s.stop()
+
+
+def test_a_half_precision_head_serves_what_the_full_precision_head_serves(tmp_path, served):
+    """``tellm serve --head-mlp-dtype float16``: the topology's head is built with a float16 MLP and answers
+    within 1e-4 of the float32 head's MLU (the fixture's server) on the same request."""
+    path, _ = model_under_test(tmp_path)
+    s = RunningServer(path, watch_interval_seconds=0, head_mlp_dtype="float16")
+    try:
+        topo = ring_topology(8, chords=3, seed=9)
+        paths = paths_for(topo, k=3)
+        handles = [c.register_topology(topo, paths, topology_id="half") for c in (s.client, served.client)]
+        assert s.server.servicer.fast.wait_builds(120) and served.server.servicer.fast.wait_builds(120)
+        heads = [srv.server.servicer.fast.cache.get(srv.server.models.current, srv.server.topologies.peek("half"))
+                 for srv in (s, served)]
+        assert [h.mlp_dtype for h in heads] == ["float16", "float32"]  # auto is float32 on the CPU
+        d = demands(paths, seed=6)
+        half, full = (srv.client.route(h, d, policy=[0.2, 0.3, 0.0, 0.0]) for srv, h in zip((s, served), handles))
+        assert half.mlu == pytest.approx(full.mlu, rel=1e-4)
+        assert np.isfinite(half.split).all() and (half.split >= 0).all()
+        np.testing.assert_allclose(np.bincount(paths.path_pair, half.split), 1.0, atol=1e-4)
+    finally:
+        s.stop()

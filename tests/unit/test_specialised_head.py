@@ -18,7 +18,7 @@ from tellm.inference.session import load_model
 from tellm.inference.specialise import FoldedWeights, build_specialised
 from tellm.inference.specialise_tables import _hop_buckets, build_tables
 from tellm.inference.topologies import build_topology
-from tellm.inference.topology_head import TopologyHead
+from tellm.inference.topology_head import TopologyHead, graph_size, pad_rows
 
 from ..inference_support import demands, paths_for, ring_topology
 
@@ -131,3 +131,39 @@ def test_one_bucket_per_hop_count_computes_the_same(weights, data_dir):
             outs.append(sess.run(None, dict(t.arrays, demand_bps=d, link_up=up, policy=pol)))
         for a, b in zip(*outs):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_runs_in_the_smallest_captured_size_padded_with_its_first_row():
+    captured = (1, 2, 4, 8, 16, 32)
+    assert [graph_size(n, captured) for n in (1, 2, 3, 5, 8, 17, 32, 33)] == [1, 2, 4, 8, 8, 32, 32, None]
+    assert graph_size(3, (1,)) is None  # memory-bound topologies capture batches of one only
+    feeds = {"demand_bps": np.arange(6, dtype=np.float32).reshape(3, 2), "policy": np.eye(3, 4, dtype=np.float32)}
+    padded = pad_rows(feeds, 8)
+    assert all(a.shape[0] == 8 for a in padded.values())
+    np.testing.assert_array_equal(padded["demand_bps"][:3], feeds["demand_bps"])
+    np.testing.assert_array_equal(padded["demand_bps"][3:], np.repeat(feeds["demand_bps"][:1], 5, axis=0))
+    assert pad_rows(feeds, 3)["policy"] is feeds["policy"]
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "bucketed"])
+def test_a_half_precision_mlp_keeps_the_mlu_and_valid_splits(weights, data_dir, layout):
+    """float16 refinement MLP (what ``auto`` serves on CUDA for large topologies) against float32: the
+    MLU within 1e-4 relative with a link down and a policy, every split valid; ``auto`` is float32 on a CPU."""
+    topo = load_topology("Abilene")
+    paths = compute_paths(topo, k=4)
+    arrays = _register(topo, paths)
+    full = TopologyHead.build(weights, arrays, "cpu", threads=1, layout=layout)
+    half = TopologyHead.build(weights, arrays, "cpu", threads=1, layout=layout, mlp_dtype="float16")
+    assert (full.mlp_dtype, half.mlp_dtype) == ("float32", "float16")
+    up = np.ones((3, topo.num_links), np.float32)
+    up[1, int(np.argmax(np.bincount(paths.path_links)))] = 0
+    d = np.stack([demands(paths, seed=s) for s in range(3)])
+    pol = np.float32([[0, 0, 0, 0], [0.5, 0, 0, 0], [0.2, 0.3, 0, 0]])
+    a, b = full.run(d, up, pol), half.run(d, up, pol)
+    np.testing.assert_allclose(b["mlu"], a["mlu"], rtol=1e-4)
+    assert np.abs(b["split"] - a["split"]).max() > 0  # the half-precision graph really is another graph
+    assert np.isfinite(b["split"]).all() and (b["split"] >= 0).all()
+    for row in b["split"]:
+        np.testing.assert_allclose(np.bincount(paths.path_pair, row), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="mlp_dtype"):
+        build_specialised(weights, full.tables, "bfloat16")
