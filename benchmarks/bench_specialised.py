@@ -59,6 +59,17 @@ def main() -> int:
     p.add_argument("--layout", default="auto", choices=["auto", "dense", "csr", "bucketed"])
     p.add_argument("--compare-layout", default=None, choices=["dense", "csr", "bucketed"],
                    help="also build the head in this layout and time it alternately with the first (compare_*)")
+    p.add_argument("--mlp-dtype", default="auto", choices=["auto", "float32", "float16"],
+                   help="float type of the refinement MLP in the specialised head (auto: as the service picks)")
+    p.add_argument("--compare-mlp-dtype", default=None, choices=["float32", "float16"],
+                   help="also build the head with this MLP float type (and --compare-layout, else --layout) "
+                        "and time it alternately with the first (compare_*)")
+    p.add_argument("--check-tms", type=int, default=0, metavar="N",
+                   help="with a compare head: MLU and split of both heads on N more TMs (gravity/bimodal/uniform, "
+                        "a random link down, a random policy each), largest differences (compare_check_tms)")
+    p.add_argument("--profile", type=int, default=0, metavar="RUNS",
+                   help="CUDA: trace RUNS batch-one runs of each head with CUPTI (torch.profiler) and record "
+                        "GPU time and launches per kernel group (profile_*)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     import onnx
@@ -123,7 +134,7 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
     t0 = time.perf_counter()
     generic(d1[0], u1[0], p1[0])
     generic_first = (time.perf_counter() - t0) * 1e3
-    head = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.layout)
+    head = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.layout, mlp_dtype=a.mlp_dtype)
     t0 = time.perf_counter()
     head.run(d1, u1, p1)
     first = (time.perf_counter() - t0) * 1e3
@@ -133,15 +144,20 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
            "path_link_entries": int(paths.path_links.size), "paths_kind": paths.strategy, "layout": head.tables.layout,
            "k": head.tables.k, "h": head.tables.h, "tables_mb": head.tables.nbytes / 1e6,
            "build_s": head.build_seconds, "first_run_ms": first, "generic_first_run_ms": generic_first,
-           "cuda_graph": head.graph_session is not None,
+           "cuda_graph": head.graph_session is not None, "cuda_graph_batches": list(head.graph_batches),
+           "mlp_dtype": head.mlp_dtype,
            "check_link_down_policy": check(arrays, g, {k: v[0] for k, v in n.items()})}
     other = None
-    if a.compare_layout:
-        other = TopologyHead.build(weights, arrays, a.provider, threads=a.threads, layout=a.compare_layout)
+    if a.compare_layout or a.compare_mlp_dtype:
+        other = TopologyHead.build(weights, arrays, a.provider, threads=a.threads,
+                                   layout=a.compare_layout or a.layout, mlp_dtype=a.compare_mlp_dtype or a.mlp_dtype)
         o = other.run(tms[1][None], up[None], policy[None])
-        row.update(compare_layout=other.tables.layout, compare_build_s=other.build_seconds,
+        row.update(compare_layout=other.tables.layout, compare_mlp_dtype=other.mlp_dtype,
+                   compare_build_s=other.build_seconds,
                    compare_tables_mb=other.tables.nbytes / 1e6,
                    compare_check_link_down_policy=check(arrays, g, {k: v[0] for k, v in o.items()}))
+    if other is not None and a.check_tms:
+        row["compare_check_tms"] = check_many(topo, paths, arrays, head, other, a.check_tms)
     runs = a.runs if paths.path_links.size < 20e6 else max(3, a.runs // 4)
     old, new, cmp = [], [], []
     for _ in range(runs):  # alternate: load on a shared machine hits all alike
@@ -154,9 +170,20 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
     if other is not None:
         row["compare_ms"] = statistics.median(cmp)
     if head.graph_session is not None:
-        gs, head.graph_session = head.graph_session, None
-        row["specialised_no_cuda_graph_ms"] = statistics.median(timed(lambda: head.run(d1, u1, p1), runs))
-        head.graph_session = gs
+        with no_cuda_graph(head):
+            row["specialised_no_cuda_graph_ms"] = statistics.median(timed(lambda: head.run(d1, u1, p1), runs))
+    if a.profile and a.provider == "cuda":
+        from gpu_kernel_profile import kernel_profile
+
+        for key, h in (("profile", head), ("compare_profile", other)):
+            if h is None:
+                continue
+            try:
+                row[key] = kernel_profile(lambda: h.run(d1, u1, p1), runs=a.profile)
+                with no_cuda_graph(h):
+                    row[key + "_no_cuda_graph"] = kernel_profile(lambda: h.run(d1, u1, p1), runs=a.profile)
+            except Exception as exc:  # noqa: BLE001 - the timings above stand without a profile
+                row[key] = {"error": f"{type(exc).__name__}: {exc}"}
     for b in a.batches:
         if b * head.tables.num_pairs * head.tables.k > (1 << 23):
             continue
@@ -170,8 +197,48 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
             for key, h in heads.items():
                 times[key] += timed(lambda: h.run(db, ub, pb), 1)
         row.update({key: statistics.median(ts) / b for key, ts in times.items()})
+        if head.graph_session is not None:  # the same batch without the captured graphs
+            with no_cuda_graph(head):
+                row[f"batch{b}_no_cuda_graph_ms_per_tm"] = statistics.median(
+                    timed(lambda: head.run(db, ub, pb), max(3, runs // 2))) / b
     row["load_average"] = os.getloadavg()
     return row
+
+
+def check_many(topo, paths, arrays, head, other, n: int) -> dict:
+    """Both heads on ``n`` TMs with a random link down and policy each: the largest MLU (relative) and split
+    differences, and whether every split of either head is valid."""
+    from tecore import generate
+
+    rng = np.random.default_rng(11)
+    fams = ("gravity", "bimodal", "uniform")
+    mlu_rel, split_abs, valid = [], [], True
+    for i in range(n):
+        tm = generate(topo, fams[i % 3], 1, seed=100 + i)[0].pair_demands(paths.pairs).astype(np.float32)
+        up = np.ones(topo.num_links, np.float32)
+        up[rng.integers(topo.num_links)] = 0.0
+        pol = np.float32([rng.choice([0.0, 0.3]), rng.choice([0.0, 0.2]), 0, 0])
+        x, y = (h.run(tm[None], up[None], pol[None]) for h in (head, other))
+        c = check(arrays, {k: v[0] for k, v in y.items()}, {k: v[0] for k, v in x.items()})
+        mlu_rel.append(c["mlu_rel_diff"])
+        split_abs.append(c["max_split_diff"])
+        valid = valid and c["split_valid"] and check(arrays, {k: v[0] for k, v in x.items()},
+                                                     {k: v[0] for k, v in y.items()})["split_valid"]
+    return {"tms": n, "max_mlu_rel_diff": float(max(mlu_rel)), "median_mlu_rel_diff": float(np.median(mlu_rel)),
+            "max_split_diff": float(max(split_abs)), "all_valid": bool(valid)}
+
+
+class no_cuda_graph:  # noqa: N801 - a context manager used like a function
+    """Run a head through its plain session (no captured CUDA graph) inside the block."""
+
+    def __init__(self, head):
+        self.head = head
+
+    def __enter__(self):
+        self.saved, self.head.graph_session = self.head.graph_session, None
+
+    def __exit__(self, *exc):
+        self.head.graph_session = self.saved
 
 
 if __name__ == "__main__":
