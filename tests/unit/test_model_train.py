@@ -76,6 +76,15 @@ def test_tiny_training_then_export_on_cpu(data_dir, tmp_path, capsys):
     assert main(["train", "--recipe", str(wide), "--out", str(tmp_path / "w"), "--device", "cpu",
                  "--dataset", str(out / "dataset.npz"), "--steps", "1", "--init", str(out / "best.pt")]) == 2
     assert "differs from the recipe" in capsys.readouterr().err
+    # Fewer refinement rounds share the same weights: fine-tuning a head to run them is allowed.
+    fewer = tmp_path / "fewer.yaml"
+    doc = yaml.safe_load((RECIPES / "tiny.yaml").read_text())
+    doc["model"]["rounds"] = max(1, int(doc["model"].get("rounds", 8)) // 2)
+    doc["train"]["train_rounds"] = [doc["model"]["rounds"]]
+    fewer.write_text(yaml.safe_dump(doc))
+    assert main(["train", "--recipe", str(fewer), "--out", str(tmp_path / "f"), "--device", "cpu",
+                 "--dataset", str(out / "dataset.npz"), "--steps", "1", "--init", str(out / "best.pt")]) == 0
+    assert torch.load(tmp_path / "f" / "last.pt", weights_only=False)["config"]["rounds"] == doc["model"]["rounds"]
 
     onnx_file = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(out / "best.pt"), "--out", str(onnx_file),
