@@ -3,11 +3,12 @@
 ``TopologyHead.run`` takes a batch of TMs of its topology ([B, P] demands, [B, L] link states,
 [B, 4] policies) and returns [B, ...] outputs. The topology's tables are handed to ONNX Runtime once,
 as OrtValues on the session's device. On CUDA a batch of one replays a captured CUDA graph
-(``enable_cuda_graph``, fixed device buffers bound through IOBinding), and so does a batch of up to
-``max(graph_batches)`` TMs: one graph is captured per batch size in ``CUDA_GRAPH_BATCHES`` that fits
-``MAX_BATCH_SLOTS`` (each its own ``gpu_graph_id`` and buffers), and a batch runs on the smallest
-captured size that holds it, padded with copies of its first row. Without capture (or for a batch
-larger than every captured size) a second session of the same graph runs it as it is.
+(``enable_cuda_graph``, fixed device buffers bound through IOBinding). Where a captured batch is
+clearly faster than a plain one (timed at build on a batch of ``_PROBE_BATCH``: small, launch-bound
+topologies), one graph is captured per batch size in ``CUDA_GRAPH_BATCHES`` that fits
+``MAX_BATCH_SLOTS`` (each its own ``gpu_graph_id`` and buffers, ``graph_batches``), and a batch runs on
+the smallest captured size that holds it, padded with copies of its first row. Other batches run as
+they are on a second session of the same graph, without capture.
 
 ``HeadCache`` builds heads for the model being served (``build``, called off the request path by
 fastpath.py's background builder) and chooses the provider per topology: on a CUDA server, small
