@@ -41,6 +41,8 @@ class HeadState:
     layout: str  # "dense" or "csr"; "generic" while the generic graph serves
     build_seconds: float  # 0 for the generic graph
     building: bool  # a specialised build is queued or running
+    mlp_dtype: str = ""  # the specialised head's refinement MLP float type; "" for the generic graph
+    cuda_graph_batches: tuple[int, ...] = ()  # batch sizes it replays as captured CUDA graphs
 
 
 @dataclass(eq=False)
@@ -100,7 +102,8 @@ class FastPath:
     def state(self, model, topo) -> HeadState:
         head = self.cache.get(model, topo) if self.cache is not None else None
         if head is not None:
-            return HeadState(head.provider, head.tables.layout, head.build_seconds, False)
+            return HeadState(head.provider, head.tables.layout, head.build_seconds, False, head.mlp_dtype,
+                             head.graph_batches if head.graph_session is not None else ())
         building = self.builds is not None and self.builds.busy(model, topo)
         return HeadState(model.provider, "generic", 0.0, building)
 

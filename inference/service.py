@@ -24,7 +24,7 @@ from tellm.contract.v1 import traffic_engineering_service_pb2_grpc as pb_grpc
 from tellm.contract.vocabulary import POLICY_DIM
 from tellm.contract.security.audit import AdminAudit
 
-from .fastpath import RUN_STARTED, FastPath
+from .fastpath import RUN_STARTED, FastPath, HeadState
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RequestError, Unavailable
 from .metrics import ServiceMetrics
 from .session import LoadedModel, ModelError, ModelHolder, ModelRefused, ReloadBusy
@@ -332,11 +332,10 @@ class TrafficEngineeringServicer(pb_grpc.TrafficEngineeringServiceServicer):
         """Which graph serves each registered topology."""
         out = []
         for reg in self.topologies.registered():
-            if self.fast is not None:
-                st = self.fast.state(model, reg.arrays)
-                provider, layout, seconds, building = st.provider, st.layout, st.build_seconds, st.building
-            else:
-                provider, layout, seconds, building = model.provider, "generic", 0.0, False
-            out.append(pb.TopologyGraph(topology_id=reg.topology_id, topology_version=reg.version, provider=provider,
-                                        layout=layout, build_seconds=seconds, building=building))
+            st = (self.fast.state(model, reg.arrays) if self.fast is not None
+                  else HeadState(model.provider, "generic", 0.0, False))
+            out.append(pb.TopologyGraph(topology_id=reg.topology_id, topology_version=reg.version,
+                                        provider=st.provider, layout=st.layout, build_seconds=st.build_seconds,
+                                        building=st.building, mlp_dtype=st.mlp_dtype,
+                                        cuda_graph_batches=list(st.cuda_graph_batches)))
         return out

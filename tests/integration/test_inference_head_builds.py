@@ -59,6 +59,7 @@ def test_generic_graph_answers_until_the_specialised_head_is_built(served, gate)
     handle = served.client.register_topology(topo, paths, topology_id="bg")
     g = graphs(served)["bg"]
     assert (g.layout, g.building, g.build_seconds, g.topology_version) == ("generic", True, 0.0, handle.version)
+    assert (g.mlp_dtype, list(g.cuda_graph_batches)) == ("", [])
     assert head_labels(served, "bg") == {"generic"}
     d = demands(paths, seed=4)
     up = np.ones(topo.num_links, bool)
@@ -69,6 +70,7 @@ def test_generic_graph_answers_until_the_specialised_head_is_built(served, gate)
     assert served.server.servicer.fast.wait_builds(120)
     g = graphs(served)["bg"]
     assert g.layout == "dense" and g.provider == "cpu" and not g.building and g.build_seconds > 0
+    assert (g.mlp_dtype, list(g.cuda_graph_batches)) == ("float32", [])  # no CUDA graphs on the CPU
     assert head_labels(served, "bg") == {"dense"}
     later = served.client.route(handle, d, link_up=up, policy=[0.2, 0.3, 0.0, 0.0])
     assert np.abs(later.split - first.split).max() < 1e-4
@@ -147,6 +149,7 @@ def test_a_half_precision_head_serves_what_the_full_precision_head_serves(tmp_pa
         heads = [srv.server.servicer.fast.cache.get(srv.server.models.current, srv.server.topologies.peek("half"))
                  for srv in (s, served)]
         assert [h.mlp_dtype for h in heads] == ["float16", "float32"]  # auto is float32 on the CPU
+        assert [g.mlp_dtype for g in s.client.model_info().topology_graphs if g.topology_id == "half"] == ["float16"]
         d = demands(paths, seed=6)
         half, full = (srv.client.route(h, d, policy=[0.2, 0.3, 0.0, 0.0]) for srv, h in zip((s, served), handles))
         assert half.mlu == pytest.approx(full.mlu, rel=1e-4)
