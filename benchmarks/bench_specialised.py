@@ -16,6 +16,7 @@ Old and new runs alternate, so machine load hits both alike. Times are medians o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -37,13 +38,17 @@ def register(topo, paths):
                           paths.path_links, name=topo.name)
 
 
+def split_valid(arrays, split) -> bool:
+    sums = np.bincount(arrays.path_pair, split, minlength=arrays.num_pairs)
+    return bool(np.isfinite(split).all() and (split >= 0).all() and np.abs(sums - 1).max() < 1e-4)
+
+
 def check(arrays, out_gen, out_new) -> dict:
     split = out_new["split"]
     mlu_new, mlu_gen = float(np.ravel(out_new["mlu"])[0]), float(np.ravel(out_gen["mlu"])[0])
-    sums = np.bincount(arrays.path_pair, split, minlength=arrays.num_pairs)
     return {"max_split_diff": float(np.abs(split - out_gen["split"]).max()),
             "mlu_rel_diff": abs(mlu_new - mlu_gen) / max(abs(mlu_gen), 1e-30),
-            "split_valid": bool(np.isfinite(split).all() and (split >= 0).all() and np.abs(sums - 1).max() < 1e-4)}
+            "split_valid": split_valid(arrays, split)}
 
 
 def main() -> int:
@@ -218,27 +223,23 @@ def check_many(topo, paths, arrays, head, other, n: int) -> dict:
         up = np.ones(topo.num_links, np.float32)
         up[rng.integers(topo.num_links)] = 0.0
         pol = np.float32([rng.choice([0.0, 0.3]), rng.choice([0.0, 0.2]), 0, 0])
-        x, y = (h.run(tm[None], up[None], pol[None]) for h in (head, other))
-        c = check(arrays, {k: v[0] for k, v in y.items()}, {k: v[0] for k, v in x.items()})
+        x, y = ({k: v[0] for k, v in h.run(tm[None], up[None], pol[None]).items()} for h in (head, other))
+        c = check(arrays, y, x)
         mlu_rel.append(c["mlu_rel_diff"])
         split_abs.append(c["max_split_diff"])
-        valid = valid and c["split_valid"] and check(arrays, {k: v[0] for k, v in x.items()},
-                                                     {k: v[0] for k, v in y.items()})["split_valid"]
+        valid = valid and c["split_valid"] and split_valid(arrays, y["split"])
     return {"tms": n, "max_mlu_rel_diff": float(max(mlu_rel)), "median_mlu_rel_diff": float(np.median(mlu_rel)),
             "max_split_diff": float(max(split_abs)), "all_valid": bool(valid)}
 
 
-class no_cuda_graph:  # noqa: N801 - a context manager used like a function
+@contextlib.contextmanager
+def no_cuda_graph(head):
     """Run a head through its plain session (no captured CUDA graph) inside the block."""
-
-    def __init__(self, head):
-        self.head = head
-
-    def __enter__(self):
-        self.saved, self.head.graph_session = self.head.graph_session, None
-
-    def __exit__(self, *exc):
-        self.head.graph_session = self.saved
+    saved, head.graph_session = head.graph_session, None
+    try:
+        yield
+    finally:
+        head.graph_session = saved
 
 
 if __name__ == "__main__":
