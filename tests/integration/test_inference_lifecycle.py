@@ -164,14 +164,22 @@ def test_model_slots_serialise_runs(tmp_path):
 
         def call(_):
             barrier.wait()
-            return stub.Route(req, timeout=60).timings
+            sent = time.monotonic()
+            return sent, stub.Route(req, timeout=60).timings
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            a, b = list(pool.map(call, range(2)))
+        # On a loaded machine one thread can leave the barrier after the other's run is over; such a
+        # try says nothing about the slot, so the pair is sent again (at most five times).
+        for _ in range(5):
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                (sent_a, a), (sent_b, b) = list(pool.map(call, range(2)))
+            if abs(sent_a - sent_b) < 0.3 * min(a.model_seconds, b.model_seconds):
+                break
+        else:
+            pytest.fail(f"the two requests never left within 30 % of a run of each other: {a} {b}")
         # One ran at once; the other queued for about one model run before its own run.
         first, second = sorted((a, b), key=lambda t: t.queue_seconds)
         assert first.queue_seconds < 0.5 * first.model_seconds, (a, b)
-        assert second.queue_seconds >= 0.7 * first.model_seconds, (a, b)
+        assert second.queue_seconds >= 0.6 * first.model_seconds, (a, b)
         for t in (a, b):
             parts = t.decode_seconds + t.queue_seconds + t.model_seconds + t.encode_seconds
             assert parts == pytest.approx(t.total_seconds, rel=1e-6, abs=1e-6)

@@ -65,7 +65,9 @@ def test_reload_refusals_are_generic_quick_audited_and_route_keeps_answering(ser
     stop, route_errors, routes = threading.Event(), [], [0]
 
     def keep_routing():
-        c = InferenceClient(served.address, timeout_seconds=5, retries=0)
+        # A generous deadline: a loaded 2-core box can take seconds over a model swap, while a
+        # reload that blocked the service (a FIFO opened without a guard) would hold it forever.
+        c = InferenceClient(served.address, timeout_seconds=20, retries=0)
         while not stop.is_set():
             try:
                 c.route(h, demand)
@@ -82,7 +84,7 @@ def test_reload_refusals_are_generic_quick_audited_and_route_keeps_answering(ser
             t0 = time.monotonic()
             with pytest.raises(InferenceRejected) as err:
                 client.reload_model(path)
-            assert time.monotonic() - t0 < 5, path
+            assert time.monotonic() - t0 < 10, path
             assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, (path, err.value)
             messages.add(err.value.message)
         assert len(messages) == 1, messages  # no oracle: the same answer whatever the reason
