@@ -26,11 +26,12 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from load_gen import run_level
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTEN = re.compile(r"listening on (\S+):(\d+) metrics_port=(\S+) provider=(\S+) model_version=(\S+)")
@@ -107,70 +108,6 @@ def wait_for_graph(client: InferenceClient, topology_id: str, timeout_seconds: f
             "provider": g.provider if g else "unknown", "build_seconds": g.build_seconds if g else 0.0}
 
 
-def percentiles_ms(seconds: list[float]) -> dict:
-    a = np.asarray(seconds) * 1e3
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "max_ms": float(a.max())}
-
-
-def run_level(address: str, handle, tms: list[np.ndarray], concurrency: int, max_requests: int,
-              max_seconds: float, timeout_seconds: float) -> dict:
-    from tellm.contract.client import InferenceClient
-
-    clients = [InferenceClient(address, timeout_seconds=timeout_seconds, retries=0) for _ in range(concurrency)]
-    for c in clients:  # connect before timing
-        c.route(handle, tms[0])
-    latencies: list[float] = []
-    server_seconds: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    issued = [0]
-    barrier = threading.Barrier(concurrency + 1)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
-        client = clients[i]
-        barrier.wait()
-        while True:
-            with lock:
-                if issued[0] >= max_requests or time.perf_counter() > stop_at[0]:
-                    return
-                n = issued[0]
-                issued[0] += 1
-            tm = tms[n % len(tms)]
-            t0 = time.perf_counter()
-            try:
-                reply = client.route(handle, tm)
-            except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
-                with lock:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            dt = time.perf_counter() - t0
-            with lock:
-                latencies.append(dt)
-                server_seconds.append(reply.server_seconds)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    stop_at[0] = time.perf_counter() + max_seconds
-    t_start = time.perf_counter()
-    barrier.wait()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t_start
-    for c in clients:
-        c.close()
-    out = {"concurrency": concurrency, "requests": len(latencies), "errors": len(errors),
-           "error_examples": sorted(set(errors))[:3], "wall_seconds": wall,
-           "requests_per_second": len(latencies) / wall if wall > 0 else 0.0}
-    if latencies:
-        out.update(percentiles_ms(latencies))
-        out["server_p50_ms"] = float(np.percentile(server_seconds, 50) * 1e3)
-        out["server_p99_ms"] = float(np.percentile(server_seconds, 99) * 1e3)
-    return out
-
-
 def markdown_table(files: list[Path]) -> str:
     """The README table for result files written by this script."""
     rows = ["| topology | pairs / paths / path-link entries | provider | concurrency | requests | p50 ms | p99 ms "
@@ -210,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-parallel-runs", type=int, default=4, help="server model runs at once")
     p.add_argument("--serve-args", default="", help="more `tellm serve` options, e.g. '--no-specialise'")
     p.add_argument("--timeout", type=float, default=30.0, help="client deadline per request, seconds")
+    p.add_argument("--client-processes", type=int, default=1,
+                   help="spread each level's clients over this many load-generator processes (one Python "
+                        "process caps out at a few thousand requests/s)")
     p.add_argument("--address", default=None, help="benchmark a running server instead of starting one")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference_cpu.json")
     p.add_argument("--table", nargs="+", type=Path, metavar="JSON",
@@ -247,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "server": {"serve_args": args.serve_args, "workers": args.workers, "ort_threads": args.ort_threads,
                    "max_parallel_runs": args.max_parallel_runs},
-        "load_generator": "one Python process, one thread and one gRPC channel per concurrent client",
+        "load_generator": (f"{args.client_processes} Python process(es) (clients dealt out evenly), one thread "
+                           "and one gRPC channel per concurrent client"),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "topologies": [],
     }
@@ -287,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(5):  # warm-up: first runs allocate the session's buffers
                 admin.route(handle, tms[0])
             for c in args.concurrency:
-                level = run_level(address, handle, tms, c, args.requests, args.seconds, args.timeout)
+                level = run_level(address, handle, tms, c, args.requests, args.seconds, args.timeout,
+                                  args.client_processes, proc.pid if proc is not None else None)
                 entry["levels"].append(level)
                 nan = float("nan")
                 print(f"  concurrency {c:>2}: {level['requests']:>4} requests, p50 {level.get('p50_ms', nan):8.2f} ms, "
                       f"p99 {level.get('p99_ms', nan):8.2f} ms, {level['requests_per_second']:8.1f} req/s, "
-                      f"server p50 {level.get('server_p50_ms', nan):7.2f} ms, errors {level['errors']}",
+                      f"server p50 {level.get('server_p50_ms', nan):7.2f} ms, server CPU "
+                      f"{level.get('server_cpu_ms_per_request', nan):6.2f} ms/request, errors {level['errors']}",
                       flush=True)
                 # Partial results survive a run cut short (the GPU machine's calls have a time limit).
                 args.out.parent.mkdir(parents=True, exist_ok=True)
