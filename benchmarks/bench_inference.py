@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  concurrency {c:>2}: {level['requests']:>4} requests, p50 {level.get('p50_ms', nan):8.2f} ms, "
                       f"p99 {level.get('p99_ms', nan):8.2f} ms, {level['requests_per_second']:8.1f} req/s, "
                       f"server p50 {level.get('server_p50_ms', nan):7.2f} ms, server CPU "
-                      f"{level.get('server_cpu_ms_per_request', nan):6.2f} ms/request, errors {level['errors']}",
+                      f"{level.get('server_cpu_ms_per_request', nan):6.2f} ms/request, client CPU "
+                      f"{level.get('client_cpu_ms_per_request', nan):5.2f} ms/request, errors {level['errors']}",
                       flush=True)
                 # Partial results survive a run cut short (the GPU machine's calls have a time limit).
                 args.out.parent.mkdir(parents=True, exist_ok=True)

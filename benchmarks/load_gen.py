@@ -68,15 +68,16 @@ def _send(address: str, handle, tms: list[np.ndarray], threads: int, max_request
     for t in pool:
         t.start()
     ready()
-    start = time.time()
+    start, cpu0 = time.time(), time.process_time()
     stop_at[0] = time.perf_counter() + max_seconds
     barrier.wait()
     for t in pool:
         t.join()
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu0
     for c in clients:
         c.close()
-    return {"latencies": latencies, "server_seconds": server_seconds, "errors": errors, "start": start, "end": end}
+    return {"latencies": latencies, "server_seconds": server_seconds, "errors": errors, "start": start, "end": end,
+            "cpu_seconds": cpu}
 
 
 def _process_main(queue, barrier, *args) -> None:
@@ -95,8 +96,8 @@ def percentiles_ms(seconds: list[float]) -> dict:
 
 def run_level(address: str, handle, tms: list[np.ndarray], concurrency: int, max_requests: int,
               max_seconds: float, timeout_seconds: float, processes: int = 1, server_pid: int | None = None) -> dict:
-    """One load level; returns latency percentiles, requests/s and, given ``server_pid``, the server's
-    CPU milliseconds per answered request."""
+    """One load level; returns latency percentiles, requests/s, the load generator's CPU milliseconds
+    per answered request and, given ``server_pid``, the server's."""
     processes = max(1, min(processes, concurrency))
     threads = [len(part) for part in np.array_split(np.arange(concurrency), processes)]
     budgets = [max(1, max_requests * t // concurrency) for t in threads]
@@ -129,6 +130,8 @@ def run_level(address: str, handle, tms: list[np.ndarray], concurrency: int, max
         out.update(percentiles_ms(latencies))
         out["server_p50_ms"] = float(np.percentile(server_seconds, 50) * 1e3)
         out["server_p99_ms"] = float(np.percentile(server_seconds, 99) * 1e3)
+        # The load generator's own CPU (all its processes), to tell a client-bound level from a server-bound one.
+        out["client_cpu_ms_per_request"] = sum(p["cpu_seconds"] for p in parts) * 1e3 / len(latencies)
         if cpu0 is not None and cpu1 is not None:
             # Includes the warm-up routes of the level's clients (one each), so slightly high.
             out["server_cpu_ms_per_request"] = (cpu1 - cpu0) * 1e3 / (len(latencies) + concurrency)
