@@ -69,6 +69,8 @@ def main() -> int:
     p.add_argument("--compare-mlp-dtype", default=None, choices=["float32", "float16"],
                    help="also build the head with this MLP float type (and --compare-layout, else --layout) "
                         "and time it alternately with the first (compare_*)")
+    p.add_argument("--compare-without-cpu-pass", action="store_true",
+                   help="CPU: also time the same head without the scalar-constant pass (graph_passes.py), alternating")
     p.add_argument("--check-tms", type=int, default=0, metavar="N",
                    help="with a compare head: MLU and split of both heads on N more TMs (gravity/bimodal/uniform, "
                         "a random link down, a random policy each), largest differences (compare_check_tms)")
@@ -153,11 +155,13 @@ def one_topology(name: str, a, gen, weights, replicated_shortest_paths) -> dict:
            "mlp_dtype": head.mlp_dtype,
            "check_link_down_policy": check(arrays, g, {k: v[0] for k, v in n.items()})}
     other = None
-    if a.compare_layout or a.compare_mlp_dtype:
+    if a.compare_layout or a.compare_mlp_dtype or a.compare_without_cpu_pass:
         other = TopologyHead.build(weights, arrays, a.provider, threads=a.threads,
-                                   layout=a.compare_layout or a.layout, mlp_dtype=a.compare_mlp_dtype or a.mlp_dtype)
+                                   layout=a.compare_layout or a.layout, mlp_dtype=a.compare_mlp_dtype or a.mlp_dtype,
+                                   cpu_pass=not a.compare_without_cpu_pass)
         o = other.run(tms[1][None], up[None], policy[None])
         row.update(compare_layout=other.tables.layout, compare_mlp_dtype=other.mlp_dtype,
+                   compare_cpu_pass=not a.compare_without_cpu_pass,
                    compare_build_s=other.build_seconds,
                    compare_tables_mb=other.tables.nbytes / 1e6,
                    compare_check_link_down_policy=check(arrays, g, {k: v[0] for k, v in o.items()}))

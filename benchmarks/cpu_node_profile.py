@@ -3,7 +3,7 @@
 profiler over a few runs, node kernel time by operator type and by (operator, output shape).
 
 The head is built as the service builds it for the CPU (``build_tables`` with ``provider="cpu"``,
-``build_specialised``, ``cpu_session_options``), one gravity TM, batch one. The profiler adds its own
+``topology_head.head_graph``, ``cpu_session_options``), one gravity TM, batch one. The profiler adds its own
 cost per node, so a profiled run is slower than a plain one; both are reported.
 
     python benchmarks/cpu_node_profile.py --topology sndlib:geant --threads 2 \
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tecore import compute_paths, generate, load_topology
     from tellm.contract.onnx_io import onnx_inputs
-    from tellm.inference.specialise import FoldedWeights, build_specialised
+    from tellm.inference.specialise import FoldedWeights
     from tellm.inference.specialise_tables import build_tables
-    from tellm.inference.topology_head import cpu_session_options
+    from tellm.inference.topology_head import cpu_session_options, head_graph
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_inference import replicated_shortest_paths
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     x = onnx_inputs(topo, paths, generate(topo, "gravity", 1, seed=1)[0])
     tables = build_tables(x["capacity_bps"], x["latency_seconds"], x["path_pair"], x["inc_path"], x["inc_link"],
                           paths.num_pairs, a.layout, provider="cpu")
-    graph = build_specialised(FoldedWeights.from_onnx(onnx.load(str(a.model))), tables, "float32")
-    data = graph.SerializeToString()
+    data = head_graph(FoldedWeights.from_onnx(onnx.load(str(a.model))), tables, "float32", "cpu")
+    graph = onnx.load_from_string(data)
     feeds = {**tables.arrays, "demand_bps": x["demand_bps"][None], "link_up": x["link_up"][None],
              "policy": x["policy"][None]}
 

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from .fastpath import MAX_BATCH_SLOTS
+from .graph_passes import rank_matched_scalars
 from .specialise import DYNAMIC_INPUTS, MLP_DTYPES, OUTPUTS, FoldedWeights, build_specialised
 from .specialise_tables import Tables, build_tables
 
@@ -59,6 +60,17 @@ class BuildCancelled(Exception):
 
 def _no_check() -> None:
     return None
+
+
+def head_graph(weights: FoldedWeights, tables: Tables, mlp_dtype: str, provider: str,
+               cpu_pass: bool = True) -> bytes:
+    """The serialised specialised graph as a head on ``provider`` runs it: on the CPU with its scalar
+    constants shaped for ORT's fast broadcasting kernels (graph_passes.py; the CUDA graph is unchanged;
+    ``cpu_pass=False`` leaves them as built, for comparison)."""
+    model = build_specialised(weights, tables, mlp_dtype)
+    if provider == "cpu" and cpu_pass:
+        rank_matched_scalars(model)
+    return model.SerializeToString()
 
 
 def cpu_session_options(threads: int):
@@ -94,9 +106,9 @@ class TopologyHead:
     @classmethod
     def build(cls, weights: FoldedWeights, topo, provider: str = "cpu", threads: int = 0,
               cuda_graph: bool = True, layout: str = "auto", mlp_dtype: str = "auto",
-              check: Callable[[], None] = _no_check) -> "TopologyHead":
+              check: Callable[[], None] = _no_check, cpu_pass: bool = True) -> "TopologyHead":
         """``check`` runs between the build's phases and may raise (e.g. ``BuildCancelled``) to stop it;
-        ``mlp_dtype`` is the refinement MLP's float type (MLP_DTYPE_CHOICES)."""
+        ``mlp_dtype`` is the refinement MLP's float type (MLP_DTYPE_CHOICES); ``cpu_pass`` (``head_graph``)."""
         import onnxruntime as ort
 
         t0 = time.perf_counter()
@@ -105,7 +117,7 @@ class TopologyHead:
         check()
         if mlp_dtype == "auto":
             mlp_dtype = "float16" if provider == "cuda" and tables.layout != "dense" else "float32"
-        data = build_specialised(weights, tables, mlp_dtype).SerializeToString()
+        data = head_graph(weights, tables, mlp_dtype, provider, cpu_pass)
         check()
         if provider == "cuda":
             opts = ort.SessionOptions()

@@ -167,3 +167,37 @@ def test_a_half_precision_mlp_keeps_the_mlu_and_valid_splits(weights, data_dir, 
         np.testing.assert_allclose(np.bincount(paths.path_pair, row), 1.0, atol=1e-4)
     with pytest.raises(ValueError, match="mlp_dtype"):
         build_specialised(weights, full.tables, "bfloat16")
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "bucketed"])
+def test_cpu_graph_shapes_its_scalar_constants_to_the_tensors_they_meet(weights, data_dir, layout):
+    """The CPU head's graph pass: every rewired constant has its partner's rank, the MLP's GELU
+    constants stay scalars (ORT fuses them), and the outputs are the same bits as without the pass."""
+    from onnx import numpy_helper
+
+    from tellm.inference.graph_passes import _shapes, rank_matched_scalars
+
+    topo = load_topology("Abilene")
+    paths = compute_paths(topo, k=4)
+    arrays = _register(topo, paths)
+    t = build_tables(arrays.capacity_bps, arrays.latency_seconds, arrays.path_pair, arrays.inc_path,
+                     arrays.inc_link, arrays.num_pairs, layout)
+    plain, passed = build_specialised(weights, t), build_specialised(weights, t)
+    rewired = rank_matched_scalars(passed)
+    assert rewired > 100  # dozens per round: clamps, steps, the softmax sharpness
+    inits = {i.name: numpy_helper.to_array(i) for i in passed.graph.initializer}
+    shapes = _shapes(passed)
+    for node in passed.graph.node:
+        for name in node.input:
+            if name.endswith(tuple(f"_rank{r}" for r in range(2, 6))):
+                partner = next(shapes[i] for i in node.input if i in shapes)
+                assert inits[name].shape == (1,) * len(partner) and partner[-1] == 1
+    erf_inputs = [n.input[0] for n in passed.graph.node if n.op_type == "Erf"]
+    divs = [n for n in passed.graph.node if n.op_type == "Div" and n.output[0] in erf_inputs]
+    assert divs and all(inits[n.input[1]].shape == () for n in divs)  # GELU's constant untouched
+    d, up, pol = demands(paths, seed=4)[None], np.ones((1, topo.num_links), np.float32), np.float32([[0.2, 0.3, 0, 0]])
+    up[0, 3] = 0
+    outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            .run(None, dict(t.arrays, demand_bps=d, link_up=up, policy=pol)) for m in (plain, passed)]
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
