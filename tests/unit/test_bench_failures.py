@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-_SPEC = importlib.util.spec_from_file_location(
-    "bench_failures", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_failures.py")
-bench = importlib.util.module_from_spec(_SPEC)
-sys.modules["bench_failures"] = bench
-_SPEC.loader.exec_module(bench)
+from ..benchmark_support import load_benchmark
+
+bench = load_benchmark("bench_failures")
 
 
 def test_sample_is_seeded_and_a_larger_one_extends_a_smaller_one():

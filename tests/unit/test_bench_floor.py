@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import onnx
 
 from tellm.inference.artifacts import DEFAULT_MODEL_PATH
 from tellm.inference.specialise import FoldedWeights
 
-_SPEC = importlib.util.spec_from_file_location(
-    "cpu_mlp_floor", Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_mlp_floor.py")
-floor = importlib.util.module_from_spec(_SPEC)
-sys.modules["cpu_mlp_floor"] = floor
-_SPEC.loader.exec_module(floor)
+from ..benchmark_support import load_benchmark
+
+floor = load_benchmark("cpu_mlp_floor")
 
 
 def test_mlp_flops_per_path_counts_every_layer_of_every_pass():
