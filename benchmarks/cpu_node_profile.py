@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-paths", action="store_true", help="each pair's shortest path k times (Yen's sizes)")
     p.add_argument("--layout", default="auto", choices=["auto", "dense", "csr", "bucketed"])
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (0: one per core)")
-    p.add_argument("--runs", type=int, default=10, help="profiled runs (after 3 warm-up runs)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs, plain and profiled")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before each")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
 
@@ -89,17 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1e3 * float(np.median(out))
 
     plain = ort.InferenceSession(data, cpu_session_options(a.threads), providers=["CPUExecutionProvider"])
-    timed(plain, 3)
+    timed(plain, a.warmup)
     plain_ms = timed(plain, a.runs)
     with tempfile.TemporaryDirectory() as tmp:
         opts = cpu_session_options(a.threads)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         prof = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        timed(prof, 3)
+        timed(prof, a.warmup)
         profiled_ms = timed(prof, a.runs)
         events = json.loads(Path(prof.end_profiling()).read_text())
-    by_op, by_shape, nodes = node_times(events, a.runs + 3)
+    by_op, by_shape, nodes = node_times(events, a.runs + a.warmup)
     kernel_ms = sum(v["ms"] for v in by_op.values())
     doc = {"benchmark": "specialised TE head, ORT CPU node profile",
            "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
