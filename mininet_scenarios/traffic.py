@@ -196,13 +196,22 @@ def run_receiver(report: str, flows: int, duration_seconds: float, port: int = D
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     end = time.monotonic() + duration_seconds
-    while not stop and time.monotonic() < end:
+    draining = False
+    while True:
+        if not draining and (stop or time.monotonic() >= end):
+            # Datagrams already in the socket's buffer arrived in time: count them before the report
+            # (a receiver starved of CPU can be hundreds behind when it is told to stop), for at most
+            # a second should senders still be running.
+            draining, end = True, time.monotonic() + 1.0
+            s.setblocking(False)
+        elif draining and time.monotonic() >= end:
+            break
         try:
             data, (ip, _port) = s.recvfrom(2048)
-        except socket.timeout:
+        except (socket.timeout, InterruptedError):
             continue
-        except InterruptedError:
-            continue
+        except BlockingIOError:
+            break
         if len(data) < HEADER.size:
             bad += 1
             continue
