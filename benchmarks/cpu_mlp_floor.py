@@ -16,7 +16,6 @@ implementation of this head on this CPU in float32 runs a TM faster.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -67,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
 
     from tecore import compute_paths, load_topology
+    from tellm.commands.common import write_json
     from tellm.inference.specialise import FoldedWeights
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"benchmark": "arithmetic floor of the TE head's refinement MLP on this CPU",
            "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
            "cores": os.cpu_count(), "load_average": os.getloadavg(), "mlp_flops_per_path_per_tm": flops,
-           "passes_per_tm": passes, "hidden": hidden, "sgemm_gflops": rate / 1e9, "sgemm_gflops_by_rows": {n: r / 1e9 for n, r in rates.items()}, "rows": rows}
+           "passes_per_tm": passes, "hidden": hidden, "sgemm_gflops": rate / 1e9,
+           "sgemm_gflops_by_rows": {n: r / 1e9 for n, r in rates.items()}, "rows": rows}
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(doc, indent=2) + "\n")
+        write_json(a.out, doc)
     return 0
 
 

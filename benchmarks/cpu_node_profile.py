@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from tecore import compute_paths, generate, load_topology
+    from tellm.commands.common import write_json
     from tellm.contract.onnx_io import onnx_inputs
     from tellm.inference.specialise import FoldedWeights
     from tellm.inference.specialise_tables import build_tables
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for op, v in list(by_op.items())[:12]:
         print(f"  {op:18s} {v['ms']:8.2f} ms  {v['nodes']:5d} nodes")
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(doc, indent=2) + "\n")
+        write_json(a.out, doc)
     return 0
 
 

@@ -13,7 +13,6 @@ left out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
 
+    from tellm.commands.common import write_json
     from tellm.inference.topology_head import cpu_session_options
 
     rows = []
@@ -74,12 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"op": op, "shape": shape, "operand": operand, "us_per_node": us})
             print(f"{op:4s} {str(shape):18s} with {str(operand):18s} {us:8.2f} us per node")
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"benchmark": "ORT CPU elementwise node time by operand shapes",
-                                     "command": " ".join([Path(sys.argv[0]).as_posix(),
-                                                          *(argv if argv is not None else sys.argv[1:])]),
-                                     "onnxruntime": ort.__version__, "cores": os.cpu_count(),
-                                     "load_average": os.getloadavg(), "rows": rows}, indent=2) + "\n")
+        write_json(a.out, {"benchmark": "ORT CPU elementwise node time by operand shapes",
+                           "command": " ".join([Path(sys.argv[0]).as_posix(),
+                                                *(argv if argv is not None else sys.argv[1:])]),
+                           "onnxruntime": ort.__version__, "cores": os.cpu_count(),
+                           "load_average": os.getloadavg(), "rows": rows})
     return 0
 
 

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_cpu_profile.json")
     a = p.parse_args(argv)
 
+    from tellm.commands.common import write_json
     from tellm.commands.serve import build_server
     from tellm.inference.server import ServerConfig
 
@@ -181,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
            "route_calls_profiled": routes, "profiled_threads": names, "wall_seconds": wall,
            "thread_cpu_ms_per_request": cpu_by_thread(cpu0, cpu1, kinds, max(1, routes)),
            **summarise(st, max(1, routes))}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(a.out, doc)
     lv = doc["level_under_profiler"]
     print(f"{a.topology} on {doc['provider']} ({doc['layout']}), c = {a.concurrency}: {lv['requests_per_second']:.0f} "
           f"req/s under the profiler, {routes} Route calls profiled")

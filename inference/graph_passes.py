@@ -59,8 +59,8 @@ def rank_matched_scalars(model: onnx.ModelProto) -> int:
                 made[key] = new
             node.input[j] = made[key]
             rewired += 1
-    used = {i for n in model.graph.node for i in n.input}
-    kept = [t for t in model.graph.initializer if t.name in used or t.name in {o.name for o in model.graph.output}]
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    kept = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)  # the scalars no node reads any more
     return rewired
