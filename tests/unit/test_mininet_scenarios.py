@@ -173,3 +173,40 @@ def test_demo_replays_real_sndlib_matrices(data_dir, monkeypatch):
         tm = traffic_matrix(sc, "sndlib", 0, None)
         assert tm.label[:4] in ("2004", "2005")  # an SNDlib timestamp
         assert mlu(sc.topology, ecmp_link_loads(sc.topology, tm)) == pytest.approx(sc.load)
+
+
+def test_a_stopped_receiver_counts_what_already_reached_its_socket(tmp_path):
+    """A receiver that falls behind (here: frozen with SIGSTOP) and is then told to stop still counts the
+    datagrams waiting in its socket buffer: they arrived in time, only the reader was late."""
+    import signal
+
+    from tellm.mininet_scenarios.traffic import HEADER, MAGIC
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    report = tmp_path / "recv.json"
+    p = subprocess.Popen([sys.executable, "-m", "tellm.mininet_scenarios.traffic", "recv", "--report", str(report),
+                          "--flows", "2", "--duration", "60", "--port", str(port)])
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # bound once our own bind on the port fails
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("0.0.0.0", port))
+                except OSError:
+                    break
+            assert time.monotonic() < deadline, "the receiver never bound its port"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGSTOP)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for seq in range(300):
+                tx.sendto(HEADER.pack(MAGIC, seq % 2, seq // 2) + b"\0" * 64, ("127.0.0.1", port))
+        p.send_signal(signal.SIGTERM)
+        p.send_signal(signal.SIGCONT)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    doc = json.loads(report.read_text())
+    assert sum(sum(c) for c in doc["received"].values()) == 300 and not doc["gaps"]
